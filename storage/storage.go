@@ -1,0 +1,139 @@
+// Package storage owns the node's one Badger database: opening it safely,
+// the key layout, and small typed tables on top of it.
+//
+// Every write goes through a synchronous Badger transaction (SyncWrites), so
+// a write that returned nil is on disk when the caller acknowledges it.
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// ErrLocked is returned by Open when another process already holds the data
+// directory. Two nodes on one directory would corrupt each other's state, so
+// this is always fatal.
+var ErrLocked = errors.New("data directory is in use by another process")
+
+// ErrNotFound is returned by Table.Get for a key that has no value.
+var ErrNotFound = errors.New("not found")
+
+// DB is the node's database. It is safe for concurrent use.
+type DB struct {
+	bdb *badger.DB
+	dir string
+}
+
+// Open opens (creating if needed) the Badger database under dir/badger.
+// It fails with ErrLocked if another process has the directory open.
+func Open(dir string, log *slog.Logger) (*DB, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(dir, "badger")
+	opts := badger.DefaultOptions(path).
+		WithSyncWrites(true).
+		WithLogger(badgerLogger{log: log.With("component", "badger")}).
+		WithNumVersionsToKeep(1).
+		WithMetricsEnabled(false)
+	bdb, err := badger.Open(opts)
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("open %s: %w", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("open badger at %s: %w", path, err)
+	}
+	return &DB{bdb: bdb, dir: dir}, nil
+}
+
+// Dir is the data directory the database lives in.
+func (d *DB) Dir() string { return d.dir }
+
+// Close flushes and closes the database. Calling it twice is safe.
+func (d *DB) Close() error {
+	if d.bdb.IsClosed() {
+		return nil
+	}
+	if err := d.bdb.Close(); err != nil {
+		return fmt.Errorf("close badger: %w", err)
+	}
+	return nil
+}
+
+// Table returns the table with the given name. Tables partition the key space
+// by prefix ("name/"), so names must not contain '/'.
+func (d *DB) Table(name string) *Table {
+	if strings.Contains(name, "/") || name == "" {
+		panic("storage: bad table name " + name) // programming error, never input
+	}
+	return &Table{db: d.bdb, prefix: []byte(name + "/")}
+}
+
+// Table is a prefix of the key space holding one kind of record.
+type Table struct {
+	db     *badger.DB
+	prefix []byte
+}
+
+func (t *Table) key(k []byte) []byte {
+	out := make([]byte, 0, len(t.prefix)+len(k))
+	out = append(out, t.prefix...)
+	return append(out, k...)
+}
+
+// Get returns a copy of the value stored under k, or ErrNotFound.
+func (t *Table) Get(k []byte) ([]byte, error) {
+	var out []byte
+	err := t.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(t.key(k))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		out, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Put stores v under k durably (fsync before return).
+func (t *Table) Put(k, v []byte) error {
+	return t.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(t.key(k), v)
+	})
+}
+
+// Delete removes k. Deleting a missing key is not an error.
+func (t *Table) Delete(k []byte) error {
+	return t.db.Update(func(txn *badger.Txn) error {
+		return txn.Delete(t.key(k))
+	})
+}
+
+// badgerLogger adapts Badger's printf-style logger to slog, so the node runs
+// one logger. Badger's info chatter goes to debug.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (l badgerLogger) Infof(f string, a ...any) {
+	l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (l badgerLogger) Debugf(f string, a ...any) {
+	l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
