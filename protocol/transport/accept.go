@@ -1,0 +1,173 @@
+package transport
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+)
+
+// DefaultMaxFrameSize is the largest client payload accepted when
+// Options.MaxFrameSize is zero: 1 MiB (the biggest upload.saveFilePart /
+// invokeWithLayer request Telegram clients send after encryption is a little
+// under 512 KiB, and some send 1 MiB file parts) plus room for the MTProto
+// envelope.
+const DefaultMaxFrameSize = 1<<20 + 4096
+
+// maxOutgoingPayload is the largest payload WriteFrame sends. Clients (gotd,
+// tdlib) refuse frames whose length field exceeds 16 MiB, and the length field
+// of the full and padded transports also counts framing bytes, so stay below.
+const maxOutgoingPayload = 1<<24 - 16
+
+// readBufferSize is the per-connection read buffer. It must hold the whole
+// 64-byte obfuscated2 header so Accept can peek at it; 4 KiB lets a small
+// frame's length and payload arrive in one read system call.
+const readBufferSize = 4096
+
+// Protocol tags as they appear on the wire (little-endian uint32 of the
+// first four bytes, or of bytes 56..60 of a decrypted obfuscated2 header).
+const (
+	tagAbridged     = 0xefefefef
+	tagIntermediate = 0xeeeeeeee
+	tagPadded       = 0xdddddddd
+	abridgedByte    = 0xef
+)
+
+// Options configure Accept. The zero value is valid: plain obfuscated2,
+// DefaultMaxFrameSize and crypto/rand.
+type Options struct {
+	// MaxFrameSize bounds the payload of every frame read from the client.
+	// Zero means DefaultMaxFrameSize. Lengths above it fail with
+	// ErrFrameTooLarge before anything is allocated.
+	MaxFrameSize int
+
+	// Secrets are MTProxy secrets, 16 bytes each (without the 0xdd / 0xee
+	// prefix used in proxy links). When non-empty, an obfuscated2 header is
+	// accepted only if it decrypts to a valid protocol tag under one of them;
+	// every candidate is tried with the same amount of work so timing does
+	// not reveal which secret matched. Empty means plain obfuscated2 as
+	// Telegram data centres speak it (keys derived from the header alone).
+	Secrets [][]byte
+
+	// RequireObfuscation rejects the unobfuscated transports (abridged,
+	// intermediate, padded intermediate, full) with ErrUnknownTransport. An
+	// MTProxy port sets it so that its traffic never shows a fixed pattern.
+	RequireObfuscation bool
+
+	// Rand supplies the random padding of padded intermediate frames.
+	// Nil means crypto/rand.Reader. Tests inject a deterministic reader.
+	Rand io.Reader
+}
+
+// maxFrame returns the effective read bound.
+func (o Options) maxFrame() int {
+	if o.MaxFrameSize <= 0 {
+		return DefaultMaxFrameSize
+	}
+	return o.MaxFrameSize
+}
+
+// validate reports configuration errors early, at the first Accept, rather
+// than as mysteriously rejected clients.
+func (o Options) validate() error {
+	for i, s := range o.Secrets {
+		if len(s) != secretSize {
+			return fmt.Errorf("%w: secret %d has %d bytes, want %d", ErrBadOptions, i, len(s), secretSize)
+		}
+	}
+	return nil
+}
+
+// Accept reads the first bytes of c, recognises the transport and returns the
+// framed Conn. It reads no further than the transport header (nothing at all
+// for the full transport), so the first frame is left for ReadFrame.
+//
+// The caller sets a read deadline on c first: a client that sends too few
+// bytes would otherwise hold the goroutine forever. Accept does not close c
+// on error; the caller does, without replying (see ErrUnknownTransport).
+func Accept(c net.Conn, opt Options) (Conn, error) {
+	if err := opt.validate(); err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(c, readBufferSize)
+	plain := func(k codecKind, discard int) (Conn, error) {
+		if opt.RequireObfuscation {
+			return nil, fmt.Errorf("%w: plain %s transport while obfuscation is required", ErrUnknownTransport, k)
+		}
+		if _, err := br.Discard(discard); err != nil {
+			return nil, fmt.Errorf("skip transport tag: %w", err)
+		}
+		return newConn(c, br, k, opt), nil
+	}
+
+	p, err := br.Peek(1)
+	if err != nil {
+		return nil, fmt.Errorf("read transport tag: %w", err)
+	}
+	if p[0] == abridgedByte {
+		return plain(kindAbridged, 1)
+	}
+
+	p, err = br.Peek(4)
+	if err != nil {
+		return nil, fmt.Errorf("read transport tag: %w", err)
+	}
+	switch first := binary.LittleEndian.Uint32(p); {
+	case first == tagIntermediate:
+		return plain(kindIntermediate, 4)
+	case first == tagPadded:
+		return plain(kindPadded, 4)
+	case reservedPrefix(p):
+		return nil, fmt.Errorf("%w: first bytes %q", ErrUnknownTransport, p)
+	}
+
+	p, err = br.Peek(8)
+	if err != nil {
+		return nil, fmt.Errorf("read transport header: %w", err)
+	}
+	if binary.LittleEndian.Uint32(p[4:8]) == 0 {
+		// Full transport: length then sequence number 0. An obfuscated2
+		// header never has zero there (clients regenerate such headers).
+		return plain(kindFull, 0)
+	}
+
+	p, err = br.Peek(obfsHeaderSize)
+	if err != nil {
+		return nil, fmt.Errorf("read obfuscated2 header: %w", err)
+	}
+	var hdr [obfsHeaderSize]byte
+	copy(hdr[:], p)
+	o, err := parseObfuscated2(&hdr, opt.Secrets)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := br.Discard(obfsHeaderSize); err != nil {
+		return nil, fmt.Errorf("skip obfuscated2 header: %w", err)
+	}
+	conn := newConn(c, br, o.kind, opt)
+	conn.obfuscate(o)
+	return conn, nil
+}
+
+// reservedPrefix reports first words that clients must never start an
+// obfuscated2 header with because they belong to other protocols: HTTP
+// methods and a TLS handshake record. Rejecting them here answers a prober
+// at once instead of waiting for 64 bytes that never come.
+func reservedPrefix(p []byte) bool {
+	switch string(p[:4]) {
+	case "HEAD", "POST", "GET ", "OPTI", "PUT ", "DELE", "PATC", "CONN", "PRI ":
+		return true
+	}
+	// TLS record: handshake (0x16), version 3.x. FakeTLS is served elsewhere.
+	return p[0] == 0x16 && p[1] == 0x03
+}
+
+// randReader returns the configured randomness source.
+func (o Options) randReader() io.Reader {
+	if o.Rand == nil {
+		return rand.Reader
+	}
+	return o.Rand
+}
