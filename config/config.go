@@ -1,0 +1,431 @@
+// Package config defines the one Config type of an mtnode node and loads it
+// in layers: built-in defaults, then a TOML file, then MTNODE_* environment
+// variables, then the command-line flags the user actually set.
+//
+// Every key has exactly one name ("protocol.max_handshakes"), from which its
+// environment variable (MTNODE_PROTOCOL_MAX_HANDSHAKES) is derived, so the
+// file, the environment and the error messages always agree. Errors name the
+// key, the offending value and where it came from (file:line, env variable or
+// flag) because an operator reading a failed start-up should not have to guess
+// which of four layers is wrong.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Sentinel errors. Every error returned by Load and Validate wraps one of
+// them (through *Error), so callers can tell an operator mistake in the
+// configuration from, say, an unreadable file.
+var (
+	// ErrUnknownKey is wrapped when the file has a key, or the environment an
+	// MTNODE_* variable, that does not name any setting. Rejecting them
+	// catches typos that would otherwise silently leave a default in place.
+	ErrUnknownKey = errors.New("unknown key")
+	// ErrInvalidValue is wrapped when a value cannot be parsed into its
+	// key's type or lies outside the key's allowed range.
+	ErrInvalidValue = errors.New("invalid value")
+	// ErrSyntax is wrapped when the TOML file is not valid TOML.
+	ErrSyntax = errors.New("syntax error")
+)
+
+// Error describes one bad setting. Its message has the fixed shape
+//
+//	config: SOURCE: KEY = VALUE: REASON
+//
+// (parts that are unknown are left out) so it can be read by people and
+// matched by tests alike.
+type Error struct {
+	// Source says where the value came from: "FILE:LINE", "env NAME" or
+	// "flag --NAME". Empty for defaults and for Validate on a Config that
+	// was not built by Load.
+	Source string
+	// Key is the dotted TOML key, e.g. "protocol.max_handshakes". Empty for
+	// errors that concern no single key (TOML syntax errors, unknown env
+	// variables, where Source names the culprit).
+	Key string
+	// Value is the offending value as text, strings quoted.
+	Value string
+	// Reason says what is wrong or what is expected.
+	Reason string
+	// Err is one of the package's sentinel errors.
+	Err error
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("config: ")
+	if e.Source != "" {
+		b.WriteString(e.Source)
+		b.WriteString(": ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		if e.Value != "" {
+			b.WriteString(" = ")
+			b.WriteString(e.Value)
+		}
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Reason)
+	return b.String()
+}
+
+// Unwrap returns the sentinel error so errors.Is works.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Config is the complete configuration of one node. The zero value is not
+// useful; start from Default or Load.
+type Config struct {
+	// DataDir holds the node's persistent state (Badger databases, keys).
+	// Relative paths are relative to the working directory, not to the
+	// config file, like every other path given on a command line.
+	DataDir string `toml:"data_dir"`
+	// DC is the data-centre id this node serves and advertises; 1..1000.
+	DC int `toml:"dc"`
+	// ClientAddr is the MTProto TCP listen address. Port 0 picks a free
+	// port, which tests rely on.
+	ClientAddr string `toml:"client_addr"`
+	// HTTPAddr serves health, metrics and WebSocket /apiws. Empty disables
+	// the HTTP listener.
+	HTTPAddr string `toml:"http_addr"`
+	// PublicAddr is the IP:port advertised to clients in help.getConfig.
+	// Clients need a literal IP, not a host name. Empty means "advertise the
+	// address the client listener actually bound to", so that
+	// ClientAddr "127.0.0.1:0" works without knowing the port in advance.
+	PublicAddr string `toml:"public_addr"`
+	// Log configures the node's logger.
+	Log Log `toml:"log"`
+	// Protocol bounds what clients may cost the node.
+	Protocol Protocol `toml:"protocol"`
+}
+
+// Log selects level and format of the node's slog logger.
+type Log struct {
+	// Level is one of debug, info, warn, error.
+	Level string `toml:"level"`
+	// Format is text (human readable) or json (for log collectors).
+	Format string `toml:"format"`
+}
+
+// Protocol holds the MTProto transport limits. They exist so that a flood of
+// clients degrades service instead of exhausting memory or CPU.
+type Protocol struct {
+	// MaxConnections caps concurrently open client connections.
+	MaxConnections int `toml:"max_connections"`
+	// MaxHandshakes caps concurrent key exchanges, which cost RSA and DH
+	// work; clients beyond it get -429 and retry.
+	MaxHandshakes int `toml:"max_handshakes"`
+	// IdleTimeout closes a connection that delivers no complete frame for
+	// this long, so half-open and slow-loris connections do not pile up.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// HandshakeTimeout bounds a whole key exchange, so a client cannot hold
+	// a MaxHandshakes slot forever.
+	HandshakeTimeout Duration `toml:"handshake_timeout"`
+	// MaxFrameSize is the largest transport frame accepted; larger frames
+	// close the connection before their body is buffered.
+	MaxFrameSize int `toml:"max_frame_size"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s") in
+// TOML, environment variables and flags, because bare integers leave the
+// unit to guesswork.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string such as "30s" or "1m30s".
+func (d *Duration) UnmarshalText(text []byte) error {
+	v, err := time.ParseDuration(string(text))
+	if err != nil {
+		return fmt.Errorf("%w: %q is not a duration like \"30s\"", ErrInvalidValue, text)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration in Go syntax, the same form UnmarshalText
+// reads.
+func (d Duration) MarshalText() ([]byte, error) {
+	return []byte(d.Duration.String()), nil
+}
+
+// Set implements flag.Value so a Duration can be a flag of its own.
+func (d *Duration) Set(s string) error { return d.UnmarshalText([]byte(s)) }
+
+// Default returns the built-in configuration: a single node on loopback that
+// works out of the box for development.
+func Default() Config {
+	return Config{
+		DataDir:    "./mtnode-data",
+		DC:         1,
+		ClientAddr: "127.0.0.1:4430",
+		HTTPAddr:   "127.0.0.1:8080",
+		PublicAddr: "",
+		Log: Log{
+			Level:  "info",
+			Format: "text",
+		},
+		Protocol: Protocol{
+			MaxConnections:   100000,
+			MaxHandshakes:    64,
+			IdleTimeout:      Duration{120 * time.Second},
+			HandshakeTimeout: Duration{30 * time.Second},
+			MaxFrameSize:     1<<20 + 4096,
+		},
+	}
+}
+
+// Allowed ranges, named so DESIGN.md, tests and messages share them.
+const (
+	minDC, maxDC                   = 1, 1000
+	minConnections, maxConnections = 1, 10_000_000
+	minHandshakes, maxHandshakes   = 1, 100000
+	minIdleTimeout, maxIdleTimeout = 100 * time.Millisecond, time.Hour
+	minHandshakeTO, maxHandshakeTO = 100 * time.Millisecond, 10 * time.Minute
+	minFrameSize, maxFrameSize     = 1024, 16 << 20
+	maxPort                        = 65535
+	levelNames                     = "debug, info, warn, error"
+	formatNames                    = "text, json"
+)
+
+// Validate checks every setting and returns all problems joined, each an
+// *Error naming key and value. Listen addresses may use port 0; PublicAddr,
+// if set, must be a literal IP with a nonzero port.
+func (c *Config) Validate() error {
+	return c.validate(nil)
+}
+
+// validate is Validate with a map from key to the layer that set it, so
+// messages can point at a file line, env variable or flag.
+func (c *Config) validate(sources map[string]string) error {
+	var errs []error
+	for _, f := range fields() {
+		reason := f.check(c)
+		if reason == "" {
+			continue
+		}
+		errs = append(errs, &Error{
+			Source: sources[f.key],
+			Key:    f.key,
+			Value:  formatValue(f.ptr(c)),
+			Reason: reason,
+			Err:    ErrInvalidValue,
+		})
+	}
+	return errors.Join(errs...)
+}
+
+// Logger builds the node's root logger writing to w. Callers add their own
+// "component" attribute. An invalid Level falls back to info and an invalid
+// Format to text, so a Config that skipped Validate still logs.
+func (c *Config) Logger(w io.Writer) *slog.Logger {
+	level, ok := parseLevel(c.Log.Level)
+	if !ok {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func parseLevel(s string) (slog.Level, bool) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, true
+	case "info":
+		return slog.LevelInfo, true
+	case "warn":
+		return slog.LevelWarn, true
+	case "error":
+		return slog.LevelError, true
+	}
+	return 0, false
+}
+
+// field binds one dotted key to its place in Config and its rule. The table
+// in fields is the single list of settings: env names, error messages and
+// the completeness test are all derived from it.
+type field struct {
+	key   string
+	ptr   func(*Config) any // *string, *int or *Duration
+	check func(*Config) string
+}
+
+func fields() []field {
+	return []field{
+		{"data_dir", func(c *Config) any { return &c.DataDir }, func(c *Config) string {
+			if c.DataDir == "" {
+				return "must not be empty"
+			}
+			return ""
+		}},
+		{"dc", func(c *Config) any { return &c.DC }, func(c *Config) string {
+			return checkIntRange(c.DC, minDC, maxDC)
+		}},
+		{"client_addr", func(c *Config) any { return &c.ClientAddr }, func(c *Config) string {
+			return checkListenAddr(c.ClientAddr)
+		}},
+		{"http_addr", func(c *Config) any { return &c.HTTPAddr }, func(c *Config) string {
+			if c.HTTPAddr == "" {
+				return "" // HTTP disabled.
+			}
+			if r := checkListenAddr(c.HTTPAddr); r != "" {
+				return r
+			}
+			if c.HTTPAddr == c.ClientAddr && !strings.HasSuffix(c.HTTPAddr, ":0") {
+				return "must differ from client_addr; both cannot listen on one port"
+			}
+			return ""
+		}},
+		{"public_addr", func(c *Config) any { return &c.PublicAddr }, func(c *Config) string {
+			return checkPublicAddr(c.PublicAddr)
+		}},
+		{"log.level", func(c *Config) any { return &c.Log.Level }, func(c *Config) string {
+			if _, ok := parseLevel(c.Log.Level); !ok {
+				return "must be one of " + levelNames
+			}
+			return ""
+		}},
+		{"log.format", func(c *Config) any { return &c.Log.Format }, func(c *Config) string {
+			if c.Log.Format != "text" && c.Log.Format != "json" {
+				return "must be one of " + formatNames
+			}
+			return ""
+		}},
+		{"protocol.max_connections", func(c *Config) any { return &c.Protocol.MaxConnections }, func(c *Config) string {
+			return checkIntRange(c.Protocol.MaxConnections, minConnections, maxConnections)
+		}},
+		{"protocol.max_handshakes", func(c *Config) any { return &c.Protocol.MaxHandshakes }, func(c *Config) string {
+			return checkIntRange(c.Protocol.MaxHandshakes, minHandshakes, maxHandshakes)
+		}},
+		{"protocol.idle_timeout", func(c *Config) any { return &c.Protocol.IdleTimeout }, func(c *Config) string {
+			return checkDurationRange(c.Protocol.IdleTimeout.Duration, minIdleTimeout, maxIdleTimeout)
+		}},
+		{"protocol.handshake_timeout", func(c *Config) any { return &c.Protocol.HandshakeTimeout }, func(c *Config) string {
+			return checkDurationRange(c.Protocol.HandshakeTimeout.Duration, minHandshakeTO, maxHandshakeTO)
+		}},
+		{"protocol.max_frame_size", func(c *Config) any { return &c.Protocol.MaxFrameSize }, func(c *Config) string {
+			return checkIntRange(c.Protocol.MaxFrameSize, minFrameSize, maxFrameSize)
+		}},
+	}
+}
+
+// lookupField finds a field by dotted key.
+func lookupField(key string) (field, bool) {
+	for _, f := range fields() {
+		if f.key == key {
+			return f, true
+		}
+	}
+	return field{}, false
+}
+
+func checkIntRange(v, lo, hi int) string {
+	if v < lo || v > hi {
+		return fmt.Sprintf("must be between %d and %d", lo, hi)
+	}
+	return ""
+}
+
+func checkDurationRange(v, lo, hi time.Duration) string {
+	if v < lo || v > hi {
+		return fmt.Sprintf("must be between %s and %s", lo, hi)
+	}
+	return ""
+}
+
+// splitPort splits host:port and parses the port as a decimal number. Service
+// names ("http") are refused: they depend on /etc/services and hide the port
+// from the operator.
+func splitPort(addr string) (host string, port int, reason string) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return "", 0, "must be host:port (" + ae.Err + ")"
+		}
+		return "", 0, "must be host:port"
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 || n > maxPort {
+		return "", 0, fmt.Sprintf("port must be a number between 0 and %d", maxPort)
+	}
+	return host, n, ""
+}
+
+// checkListenAddr accepts anything net.Listen("tcp", addr) would take with a
+// numeric port, including port 0 (pick a free port) and an empty host (all
+// interfaces).
+func checkListenAddr(addr string) string {
+	_, _, reason := splitPort(addr)
+	return reason
+}
+
+// checkPublicAddr requires a literal, specified IP and a nonzero port,
+// because clients dial exactly what help.getConfig tells them.
+func checkPublicAddr(addr string) string {
+	if addr == "" {
+		return "" // Use the client listener's bound address.
+	}
+	host, port, reason := splitPort(addr)
+	if reason != "" {
+		return reason
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Zone() != "" {
+		return "host must be an IP address; clients cannot resolve names here"
+	}
+	if ip.IsUnspecified() {
+		return "must be a reachable IP, not an unspecified address"
+	}
+	if port == 0 {
+		return fmt.Sprintf("port must be between 1 and %d; clients cannot dial port 0", maxPort)
+	}
+	return ""
+}
+
+// formatValue renders a field's value for messages: strings and durations
+// quoted as they would be written in TOML, numbers bare.
+func formatValue(p any) string {
+	switch v := p.(type) {
+	case *string:
+		return strconv.Quote(*v)
+	case *int:
+		return strconv.Itoa(*v)
+	case *Duration:
+		return strconv.Quote(v.Duration.String())
+	}
+	return fmt.Sprint(p)
+}
+
+// setFromText parses s into the field pointed to by p, for the env and flag
+// layers which carry all values as text. It returns a reason on failure.
+func setFromText(p any, s string) string {
+	switch v := p.(type) {
+	case *string:
+		*v = s
+	case *int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return "not an integer"
+		}
+		*v = n
+	case *Duration:
+		if err := v.Set(s); err != nil {
+			return "not a duration like \"30s\""
+		}
+	default:
+		return fmt.Sprintf("unsupported field type %T", p)
+	}
+	return ""
+}
