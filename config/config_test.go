@@ -295,7 +295,7 @@ func TestInvalidValues(t *testing.T) {
 		{
 			name: "file integer overflow",
 			file: "[protocol]\nmax_frame_size = 99999999999999999999\n",
-			want: `config: PATH:2: protocol.max_frame_size = 99999999999999999999: must be an integer`,
+			want: `config: PATH:2: protocol.max_frame_size = 99999999999999999999: decimal number is too large to fit in a 64-bit signed integer`,
 		},
 		{
 			name: "file duration range",
@@ -306,6 +306,11 @@ func TestInvalidValues(t *testing.T) {
 			name: "file inline table",
 			file: "log = { level = \"loud\" }\n",
 			want: `config: PATH:1: log.level = "loud": must be one of debug, info, warn, error`,
+		},
+		{
+			name: "file table as value",
+			file: "dc = 2\nlog = 5\n",
+			want: `config: PATH:2: log = 5: must be a table`,
 		},
 		{
 			name: "env not integer",
@@ -405,7 +410,7 @@ func TestSyntaxErrorHasLine(t *testing.T) {
 		"dc = 1\ndc = 2\n\ndc = 3\n", // duplicate key: valid syntax per line, invalid TOML
 	} {
 		_, path, err := load(t, file, nil)
-		if !errors.Is(err, ErrSyntax) && !errors.Is(err, ErrInvalidValue) {
+		if !errors.Is(err, ErrSyntax) {
 			t.Errorf("%q: err = %v, want ErrSyntax", file, err)
 			continue
 		}
@@ -416,6 +421,10 @@ func TestSyntaxErrorHasLine(t *testing.T) {
 	_, path, err := load(t, "dc = 1\n\n[log]\nlevel = = \"x\"\n", nil)
 	if !errors.Is(err, ErrSyntax) || !strings.HasPrefix(err.Error(), "config: "+path+":4: ") {
 		t.Fatalf("err = %v, want ErrSyntax at line 4", err)
+	}
+	_, path, err = load(t, "dc = 1\n\ndc = 3\n", nil)
+	if want := "config: " + path + ":3: dc = 3: key dc is already defined"; err == nil || err.Error() != want {
+		t.Fatalf("duplicate key: err = %v, want %q", err, want)
 	}
 }
 

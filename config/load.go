@@ -308,9 +308,20 @@ func fileError(name string, err error, idx map[string]keyPos, syntax bool) error
 		if syntax || key == "" {
 			return &Error{Source: src, Reason: msg, Err: ErrSyntax}
 		}
-		reason := msg
-		if f, ok := lookupField(key); ok {
+		// go-toml has no typed errors for these cases; matching its stable
+		// messages costs at worst a less friendly reason or sentinel.
+		if strings.Contains(msg, "already") {
+			// A key or table defined twice: valid lines, invalid document.
+			return &Error{Source: src, Key: key, Value: idx[key].raw, Reason: msg, Err: ErrSyntax}
+		}
+		reason := msg // e.g. "decimal number is too large to fit in ..."
+		typeErr := strings.HasPrefix(msg, "cannot decode TOML") ||
+			strings.HasPrefix(msg, "cannot store") ||
+			strings.HasPrefix(msg, ErrInvalidValue.Error()+":")
+		if f, ok := lookupField(key); ok && typeErr {
 			reason = wantType(f.ptr(&Config{}))
+		} else if isTable(key) && typeErr {
+			reason = "must be a table"
 		}
 		return &Error{Source: src, Key: key, Value: idx[key].raw, Reason: reason, Err: ErrInvalidValue}
 	}
@@ -320,8 +331,9 @@ func fileError(name string, err error, idx map[string]keyPos, syntax bool) error
 		if e := badDuration(name, idx); e != nil {
 			return e
 		}
+		return fmt.Errorf("config: %s: %w", name, err)
 	}
-	return fmt.Errorf("config: %s: %w", name, err)
+	return fmt.Errorf("config: %s: %w: %w", name, ErrSyntax, err)
 }
 
 // badDuration finds the first duration key in the file whose value is not a
@@ -352,6 +364,16 @@ func badDuration(name string, idx map[string]keyPos) *Error {
 		}
 	}
 	return bad
+}
+
+// isTable reports whether key names a table of settings, such as "log".
+func isTable(key string) bool {
+	for _, f := range fields() {
+		if strings.HasPrefix(f.key, key+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // wantType says what a field of p's type accepts, for type errors in files.
