@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -102,7 +103,7 @@ func Accept(c net.Conn, opt Options) (Conn, error) {
 		return newConn(c, br, k, opt), nil
 	}
 
-	p, err := br.Peek(1)
+	p, err := peek(br, 1)
 	if err != nil {
 		return nil, fmt.Errorf("read transport tag: %w", err)
 	}
@@ -110,7 +111,7 @@ func Accept(c net.Conn, opt Options) (Conn, error) {
 		return plain(kindAbridged, 1)
 	}
 
-	p, err = br.Peek(4)
+	p, err = peek(br, 4)
 	if err != nil {
 		return nil, fmt.Errorf("read transport tag: %w", err)
 	}
@@ -123,7 +124,7 @@ func Accept(c net.Conn, opt Options) (Conn, error) {
 		return nil, fmt.Errorf("%w: first bytes %q", ErrUnknownTransport, p)
 	}
 
-	p, err = br.Peek(8)
+	p, err = peek(br, 8)
 	if err != nil {
 		return nil, fmt.Errorf("read transport header: %w", err)
 	}
@@ -133,7 +134,7 @@ func Accept(c net.Conn, opt Options) (Conn, error) {
 		return plain(kindFull, 0)
 	}
 
-	p, err = br.Peek(obfsHeaderSize)
+	p, err = peek(br, obfsHeaderSize)
 	if err != nil {
 		return nil, fmt.Errorf("read obfuscated2 header: %w", err)
 	}
@@ -149,6 +150,17 @@ func Accept(c net.Conn, opt Options) (Conn, error) {
 	conn := newConn(c, br, o.kind, opt)
 	conn.obfuscate(o)
 	return conn, nil
+}
+
+// peek is bufio.Reader.Peek that reports a stream ending inside the header
+// as io.ErrUnexpectedEOF, keeping a bare io.EOF for a client that sent
+// nothing at all.
+func peek(br *bufio.Reader, n int) ([]byte, error) {
+	p, err := br.Peek(n)
+	if errors.Is(err, io.EOF) && len(p) > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return p, err
 }
 
 // reservedPrefix reports first words that clients must never start an

@@ -43,8 +43,8 @@ func (f *fakeConn) Close() error {
 	f.closed++
 	return nil
 }
-func (f *fakeConn) LocalAddr() net.Addr                { return fakeAddr{} }
-func (f *fakeConn) RemoteAddr() net.Addr               { return fakeAddr{} }
+func (f *fakeConn) LocalAddr() net.Addr              { return fakeAddr{} }
+func (f *fakeConn) RemoteAddr() net.Addr             { return fakeAddr{} }
 func (f *fakeConn) SetDeadline(time.Time) error      { return nil }
 func (f *fakeConn) SetReadDeadline(time.Time) error  { return nil }
 func (f *fakeConn) SetWriteDeadline(time.Time) error { return nil }
