@@ -112,9 +112,10 @@ const maxClientDHEncrypted = 512
 // client_DH_inner_data and checks data_with_hash = SHA1(data) + data +
 // (0-15 random bytes). decode must decode exactly one TL object from its
 // argument and return how many bytes it used; the hash is checked over
-// exactly those bytes, so no length guessing is needed.
-func decryptAnswer(encrypted, key, iv []byte, decode func([]byte) (int, error)) error {
-	if len(encrypted) == 0 || len(encrypted)%aes.BlockSize != 0 || len(encrypted) > maxClientDHEncrypted {
+// exactly those bytes, so no length guessing is needed. maxLen bounds the
+// ciphertext before any work is done.
+func decryptAnswer(encrypted, key, iv []byte, maxLen int, decode func([]byte) (int, error)) error {
+	if len(encrypted) == 0 || len(encrypted)%aes.BlockSize != 0 || len(encrypted) > maxLen {
 		return fmt.Errorf("encrypted_data length %d: %w", len(encrypted), ErrMalformed)
 	}
 	c, err := aes.NewCipher(key)

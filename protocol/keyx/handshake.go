@@ -275,7 +275,7 @@ func (h *Handshake) onSetClientDHParams(b *bin.Buffer) ([]byte, *Result, error) 
 		return nil, nil, h.fail(step, ErrNonceMismatch)
 	}
 	var inner mt.ClientDHInnerData
-	err := decryptAnswer(req.EncryptedData, h.tmpKey, h.tmpIV, func(data []byte) (int, error) {
+	err := decryptAnswer(req.EncryptedData, h.tmpKey, h.tmpIV, maxClientDHEncrypted, func(data []byte) (int, error) {
 		ib := &bin.Buffer{Buf: data}
 		if err := inner.Decode(ib); err != nil {
 			return 0, err
