@@ -2,8 +2,8 @@ package keyx
 
 import (
 	"bytes"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"math/big"
 	"strings"
 	"testing"
