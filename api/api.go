@@ -1,0 +1,94 @@
+// Package api implements the Telegram API methods on top of the protocol:
+// it decodes each call with gotd/td's typed dispatcher, checks it and
+// answers it. One file per Telegram namespace.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gotd/td/bin"
+	"github.com/gotd/td/tg"
+	"github.com/gotd/td/tgerr"
+
+	"github.com/mtnode/mtnode/protocol"
+)
+
+// Options configure the API.
+type Options struct {
+	// DC is this node's data center.
+	DC int
+	// PublicAddr returns the IP and port clients should connect to. It is a
+	// function because the listener may pick its port at start.
+	PublicAddr func() (ip string, port int)
+	// Logger receives the API's logs.
+	Logger *slog.Logger
+	// Now is the clock; defaults to time.Now.
+	Now func() time.Time
+}
+
+// Service answers API calls. It implements protocol.Handler.
+type Service struct {
+	opts Options
+	log  *slog.Logger
+	d    *tg.ServerDispatcher
+}
+
+// New builds the Service and registers every method it serves.
+func New(opts Options) *Service {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{opts: opts, log: opts.Logger.With("component", "api")}
+	s.d = tg.NewServerDispatcher(s.unknownMethod)
+	s.registerHelp()
+	return s
+}
+
+// ctxKey carries the call into typed handlers, which the dispatcher only
+// hands a context.
+type ctxKey struct{}
+
+// callFrom returns the protocol call a handler is serving.
+func callFrom(ctx context.Context) *protocol.Call {
+	c, _ := ctx.Value(ctxKey{}).(*protocol.Call)
+	return c
+}
+
+// Handle implements protocol.Handler.
+func (s *Service) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, error) {
+	res, err := s.d.Handle(context.WithValue(ctx, ctxKey{}, call), call.Body)
+	if err == nil {
+		return res, nil
+	}
+	var te *tgerr.Error
+	if errors.As(err, &te) {
+		return nil, err
+	}
+	// Handlers report their own failures as *tgerr.Error (see internal);
+	// anything else comes from decoding the request.
+	return nil, fmt.Errorf("%w: %w", tgerr.New(400, "INPUT_REQUEST_INVALID"), err)
+}
+
+// unknownMethod answers a constructor no handler is registered for.
+func (s *Service) unknownMethod(_ context.Context, b *bin.Buffer) (bin.Encoder, error) {
+	id, _ := b.PeekID()
+	if _, known := tg.TypesMap()[id]; known {
+		// A method of the schema that this server does not serve (yet).
+		return nil, tgerr.New(400, "METHOD_NOT_SUPPORTED")
+	}
+	return nil, tgerr.New(400, "INPUT_METHOD_INVALID")
+}
+
+// internal logs err and returns the INTERNAL error the client sees: the
+// client learns nothing of our internals.
+func (s *Service) internal(method string, err error) error {
+	s.log.Error("method failed", "method", method, "err", err)
+	return tgerr.New(500, "INTERNAL")
+}

@@ -1,0 +1,97 @@
+// Command mtnode runs a Telegram-compatible messaging server node.
+//
+//	mtnode run [flags]   serve a node (a one-node DC by default)
+//	mtnode version       print the version
+//	mtnode help          print usage
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/mtnode/mtnode/config"
+	"github.com/mtnode/mtnode/node"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `mtnode: a Telegram-compatible messaging server.
+
+Usage:
+  mtnode run [flags]    serve a node; with no flags, a one-node DC on loopback
+  mtnode version        print the version
+  mtnode help           print this help
+
+Run "mtnode run -h" for the node's flags. Every setting can also come from a
+TOML file (--config) or an MTNODE_* environment variable.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return runNode(args[1:], stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "mtnode", version())
+		return 0
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "mtnode: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+func runNode(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mtnode run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mtnode run: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	cfg, err := config.Load(fs, os.Environ())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	log := cfg.Logger(stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.New(cfg, log)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	if err := n.Run(ctx); err != nil {
+		log.Error("node stopped", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,297 @@
+// Package node is the composition root: it builds every component of one
+// mtnode process from a config.Config, runs them and stops them in order.
+// Nothing imports node except cmd/mtnode and tests.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gotd/td/crypto"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mtnode/mtnode/api"
+	"github.com/mtnode/mtnode/config"
+	"github.com/mtnode/mtnode/protocol"
+	"github.com/mtnode/mtnode/storage"
+)
+
+// PublicKeyFile is the name of the server's public key in the data dir.
+const PublicKeyFile = "server.pub"
+
+// Node is one running mtnode process.
+type Node struct {
+	cfg  *config.Config
+	log  *slog.Logger
+	db   *storage.DB
+	key  *rsa.PrivateKey
+	srv  *protocol.Server
+	reg  *prometheus.Registry
+	ln   net.Listener
+	hln  net.Listener
+	http *http.Server
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens storage, loads (or creates) the server keys, binds the
+// listeners and builds the servers. It serves nothing until Run.
+func New(cfg *config.Config, log *slog.Logger) (n *Node, err error) {
+	n = &Node{cfg: cfg, log: log.With("component", "node"), reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if n.db, err = storage.Open(cfg.DataDir, log); err != nil {
+		return nil, err
+	}
+	meta := n.db.Table("meta")
+	if n.key, err = loadOrCreateRSA(meta); err != nil {
+		return nil, err
+	}
+	if err := writePublicKey(filepath.Join(cfg.DataDir, PublicKeyFile), &n.key.PublicKey); err != nil {
+		return nil, err
+	}
+	saltSecret, err := loadOrCreateSecret(meta, "salt_secret")
+	if err != nil {
+		return nil, err
+	}
+	if n.ln, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
+		return nil, fmt.Errorf("listen client_addr %s: %w", cfg.ClientAddr, err)
+	}
+	if cfg.HTTPAddr != "" {
+		if n.hln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("listen http_addr %s: %w", cfg.HTTPAddr, err)
+		}
+	}
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	svc := api.New(api.Options{DC: cfg.DC, PublicAddr: n.publicAddr, Logger: log})
+	n.srv, err = protocol.NewServer(protocol.Options{
+		Config: protocol.Config{
+			DC:               cfg.DC,
+			MaxConnections:   cfg.Protocol.MaxConnections,
+			MaxHandshakes:    cfg.Protocol.MaxHandshakes,
+			IdleTimeout:      cfg.Protocol.IdleTimeout.Duration,
+			HandshakeTimeout: cfg.Protocol.HandshakeTimeout.Duration,
+			MaxFrameSize:     cfg.Protocol.MaxFrameSize,
+		},
+		Key:        n.key,
+		Keys:       authKeyStore{t: n.db.Table("authkey")},
+		SaltSecret: saltSecret,
+		Handler:    svc,
+		Logger:     log,
+		Metrics:    protocol.NewMetrics(n.reg),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if n.hln != nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			fmt.Fprintln(w, "ok")
+		})
+		mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
+		mux.Handle("/apiws", n.srv.WebSocketHandler())
+		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+	return n, nil
+}
+
+// ClientAddr is the bound MTProto TCP address.
+func (n *Node) ClientAddr() net.Addr { return n.ln.Addr() }
+
+// HTTPAddr is the bound HTTP address, or nil when HTTP is off.
+func (n *Node) HTTPAddr() net.Addr {
+	if n.hln == nil {
+		return nil
+	}
+	return n.hln.Addr()
+}
+
+// PublicKeyPath is where the server's public key is written.
+func (n *Node) PublicKeyPath() string { return filepath.Join(n.cfg.DataDir, PublicKeyFile) }
+
+// publicAddr is what help.getConfig advertises.
+func (n *Node) publicAddr() (string, int) {
+	addr := n.cfg.PublicAddr
+	if addr == "" {
+		addr = n.ln.Addr().String()
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "127.0.0.1", 0
+	}
+	p, _ := strconv.Atoi(port)
+	return host, p
+}
+
+// Run serves until ctx is done, then shuts down: listeners first, then
+// client connections, then the HTTP server, then storage.
+func (n *Node) Run(ctx context.Context) error {
+	n.log.Info("mtnode serving",
+		"dc", n.cfg.DC,
+		"client_addr", n.ClientAddr().String(),
+		"http_addr", addrString(n.HTTPAddr()),
+		"public_key", n.PublicKeyPath(),
+		"fingerprint", fmt.Sprintf("%016x", uint64(crypto.RSAFingerprint(&n.key.PublicKey))),
+	)
+	errc := make(chan error, 2)
+	go func() { errc <- n.srv.Serve(ctx, n.ln) }()
+	if n.http != nil {
+		go func() {
+			if err := n.http.Serve(n.hln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http: %w", err)
+				return
+			}
+			errc <- nil
+		}()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	n.log.Info("shutting down")
+	if err := n.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
+
+// Close stops everything in order. Safe to call twice.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		if n.ln != nil {
+			n.ln.Close()
+		}
+		if n.srv != nil {
+			n.srv.Close()
+		}
+		if n.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = n.http.Shutdown(ctx)
+			cancel()
+		} else if n.hln != nil {
+			n.hln.Close()
+		}
+		if n.db != nil {
+			n.closeErr = n.db.Close()
+		}
+	})
+	return n.closeErr
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// loadOrCreateRSA returns the server's RSA key, generating it on first start.
+// It lives in the database with the rest of the node's state; only the
+// public half is written out as a file.
+func loadOrCreateRSA(meta *storage.Table) (*rsa.PrivateKey, error) {
+	der, err := meta.Get([]byte("rsa_key"))
+	if err == nil {
+		k, err := x509.ParsePKCS1PrivateKey(der)
+		if err != nil {
+			return nil, fmt.Errorf("parse stored RSA key: %w", err)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("load RSA key: %w", err)
+	}
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("generate RSA key: %w", err)
+	}
+	if err := meta.Put([]byte("rsa_key"), x509.MarshalPKCS1PrivateKey(k)); err != nil {
+		return nil, fmt.Errorf("store RSA key: %w", err)
+	}
+	return k, nil
+}
+
+func loadOrCreateSecret(meta *storage.Table, name string) ([]byte, error) {
+	v, err := meta.Get([]byte(name))
+	if err == nil {
+		return v, nil
+	}
+	if !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("load %s: %w", name, err)
+	}
+	v = make([]byte, 32)
+	if _, err := rand.Read(v); err != nil {
+		return nil, err
+	}
+	if err := meta.Put([]byte(name), v); err != nil {
+		return nil, fmt.Errorf("store %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// writePublicKey writes the key as PKCS#1 PEM, the form Telegram publishes
+// its keys in, atomically so a reader never sees half a file.
+func writePublicKey(path string, pub *rsa.PublicKey) error {
+	data := pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(pub)})
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return fmt.Errorf("write public key: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write public key: %w", err)
+	}
+	return nil
+}
+
+// authKeyStore keeps auth keys in the "authkey" table, keyed by id.
+type authKeyStore struct{ t *storage.Table }
+
+func keyName(id int64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(id))
+	return b[:]
+}
+
+func (s authKeyStore) LoadKey(id int64) (*protocol.AuthKey, error) {
+	v, err := s.t.Get(keyName(id))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, protocol.ErrKeyNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	var k protocol.AuthKey
+	if err := k.UnmarshalBinary(v); err != nil {
+		return nil, err
+	}
+	return &k, nil
+}
+
+func (s authKeyStore) StoreKey(k *protocol.AuthKey) error {
+	v, err := k.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return s.t.Put(keyName(k.ID()), v)
+}

@@ -1,0 +1,94 @@
+package node
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/gotd/td/telegram"
+	"go.uber.org/goleak"
+
+	"github.com/mtnode/mtnode/config"
+	"github.com/mtnode/mtnode/internal/mtclient"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Badger and glog keep process-wide workers.
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreTopFunction("github.com/dgraph-io/ristretto/v2/z.(*AllocatorPool).freeupAllocators"),
+		goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+// startNode runs a node on loopback with ephemeral ports in dir.
+func startNode(t *testing.T, dir string) (*Node, func()) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = dir
+	cfg.ClientAddr = "127.0.0.1:0"
+	cfg.HTTPAddr = "127.0.0.1:0"
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	n, err := New(&cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	return n, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("node run: %v", err)
+		}
+	}
+}
+
+func clientFor(t *testing.T, n *Node, tr mtclient.Transport, sessionFile string) *telegram.Client {
+	t.Helper()
+	c, err := mtclient.New(mtclient.Options{
+		Addr:          n.ClientAddr().String(),
+		WSURL:         "ws://" + n.HTTPAddr().String() + "/apiws",
+		PublicKeyFile: n.PublicKeyPath(),
+		Transport:     tr,
+		SessionFile:   sessionFile,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestGetConfigOverEveryTransport(t *testing.T) {
+	n, stop := startNode(t, t.TempDir())
+	defer stop()
+	for _, tr := range mtclient.Transports {
+		t.Run(string(tr), func(t *testing.T) {
+			c := clientFor(t, n, tr, "")
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err := c.Run(ctx, func(ctx context.Context) error {
+				cfg, err := c.API().HelpGetConfig(ctx)
+				if err != nil {
+					return err
+				}
+				want := n.ClientAddr().(*net.TCPAddr)
+				if cfg.ThisDC != 1 || len(cfg.DCOptions) != 1 ||
+					cfg.DCOptions[0].IPAddress != want.IP.String() || cfg.DCOptions[0].Port != want.Port {
+					t.Errorf("config: this_dc %d, options %+v; want dc 1 at %s", cfg.ThisDC, cfg.DCOptions, want)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -1,0 +1,389 @@
+package protocol
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gotd/td/bin"
+	"github.com/gotd/td/crypto"
+
+	"github.com/mtnode/mtnode/protocol/keyx"
+	"github.com/mtnode/mtnode/protocol/transport"
+)
+
+// Config holds the protocol's limits and identity.
+type Config struct {
+	// DC is this node's data center id, checked in key exchange.
+	DC int
+	// MaxConnections caps open client connections; more are closed at once.
+	MaxConnections int
+	// MaxHandshakes caps concurrent key exchanges; more get -429.
+	MaxHandshakes int
+	// IdleTimeout closes a connection that completes no frame for this long.
+	IdleTimeout time.Duration
+	// HandshakeTimeout bounds one whole key exchange.
+	HandshakeTimeout time.Duration
+	// MaxFrameSize is the largest transport frame accepted from a client.
+	MaxFrameSize int
+}
+
+func (c *Config) setDefaults() {
+	if c.DC == 0 {
+		c.DC = 1
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 100000
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 64
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 120 * time.Second
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 30 * time.Second
+	}
+	if c.MaxFrameSize <= 0 {
+		c.MaxFrameSize = transport.DefaultMaxFrameSize
+	}
+}
+
+// Options are everything a Server is built from.
+type Options struct {
+	Config Config
+	// Key is the server's RSA key; clients know its public half.
+	Key *rsa.PrivateKey
+	// Keys stores auth keys durably.
+	Keys KeyStore
+	// SaltSecret derives server salts; every node of a DC must share it.
+	SaltSecret []byte
+	// Handler answers RPC calls.
+	Handler Handler
+	// Logger receives the protocol's logs; nil discards them.
+	Logger *slog.Logger
+	// Metrics, if nil, are created unregistered.
+	Metrics *Metrics
+	// Now and Rand default to the real clock and crypto/rand.
+	Now  func() time.Time
+	Rand io.Reader
+}
+
+// maxSessions and maxSessionsPerKey bound the session table: one auth key
+// can invent session ids at will.
+const (
+	maxSessions       = 1 << 18
+	maxSessionsPerKey = 64
+	maxCachedKeys     = 1 << 18
+)
+
+// Server is the MTProto server. Create it with NewServer, feed it listeners
+// with Serve (or single connections with ServeConn), stop it with Close.
+type Server struct {
+	cfg     Config
+	handler Handler
+	log     *slog.Logger
+	metrics *Metrics
+	now     func() time.Time
+	rand    io.Reader
+	cipher  crypto.Cipher
+	keys    *keyCache
+	salts   salts
+	ids     msgIDs
+	kx      keyx.Config
+	topts   transport.Options
+
+	handshakes chan struct{}
+	connCount  atomic.Int64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	sessMu   sync.Mutex
+	sessions map[int64]map[int64]*session // auth key id → session id → session
+	nSess    int
+}
+
+// NewServer checks the options and builds a Server.
+func NewServer(opts Options) (*Server, error) {
+	if opts.Key == nil {
+		return nil, errors.New("protocol: no RSA key")
+	}
+	if opts.Keys == nil || opts.Handler == nil {
+		return nil, errors.New("protocol: key store and handler are required")
+	}
+	if len(opts.SaltSecret) < 16 {
+		return nil, errors.New("protocol: salt secret must be at least 16 bytes")
+	}
+	cfg := opts.Config
+	cfg.setDefaults()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:        cfg,
+		handler:    opts.Handler,
+		log:        opts.Logger.With("component", "protocol"),
+		metrics:    opts.Metrics,
+		now:        opts.Now,
+		rand:       opts.Rand,
+		cipher:     crypto.NewServerCipher(opts.Rand),
+		keys:       newKeyCache(opts.Keys, maxCachedKeys),
+		salts:      salts{secret: append([]byte(nil), opts.SaltSecret...)},
+		ids:        msgIDs{now: opts.Now},
+		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		ctx:        ctx,
+		cancel:     cancel,
+		sessions:   make(map[int64]map[int64]*session),
+		topts:      transport.Options{MaxFrameSize: cfg.MaxFrameSize, Rand: opts.Rand},
+	}
+	s.kx = keyx.Config{
+		Key:  opts.Key,
+		DC:   cfg.DC,
+		Rand: opts.Rand,
+		Now:  opts.Now,
+		Exists: func(id [8]byte) bool {
+			return s.keys.exists(int64(binary.LittleEndian.Uint64(id[:])))
+		},
+	}
+	return s, nil
+}
+
+// Fingerprint is the fingerprint of the server's RSA key.
+func (s *Server) Fingerprint() int64 { return s.kx.Fingerprint() }
+
+// Serve accepts connections from ln until ctx is done or Close is called,
+// then closes ln. It waits for nothing: Close waits for connections.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	stop2 := context.AfterFunc(s.ctx, func() { ln.Close() })
+	defer stop2()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay < time.Second {
+				delay *= 2
+			}
+			s.log.Warn("accept failed", "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+				continue
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		delay = 0
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serve(ctx, nc)
+		}()
+	}
+}
+
+// ServeConn serves one already-accepted connection (for example a WebSocket
+// wrapped as a net.Conn) and returns when it is closed.
+func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
+	s.wg.Add(1)
+	defer s.wg.Done()
+	s.serve(ctx, nc)
+}
+
+// WebSocketHandler serves MTProto over WebSocket (mount it at /apiws).
+func (s *Server) WebSocketHandler() http.Handler {
+	return transport.WebSocketHandler(func(nc net.Conn) { s.ServeConn(s.ctx, nc) }, s.log)
+}
+
+// Close ends every connection and waits for them. Safe to call twice.
+func (s *Server) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) serve(ctx context.Context, nc net.Conn) {
+	if s.connCount.Add(1) > int64(s.cfg.MaxConnections) {
+		s.connCount.Add(-1)
+		s.metrics.connsRejected.Inc()
+		nc.Close()
+		return
+	}
+	defer s.connCount.Add(-1)
+	s.metrics.connsActive.Inc()
+	defer s.metrics.connsActive.Dec()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+
+	_ = nc.SetReadDeadline(s.now().Add(s.cfg.HandshakeTimeout))
+	tc, err := transport.Accept(nc, s.topts)
+	if err != nil {
+		s.log.Debug("transport not recognised", "remote", nc.RemoteAddr(), "err", err)
+		nc.Close()
+		return
+	}
+	s.metrics.connsTotal.WithLabelValues(tc.Name()).Inc()
+	c := newConn(s, tc)
+	c.run(ctx)
+}
+
+// acquireHandshake takes a handshake slot without waiting.
+func (s *Server) acquireHandshake() bool {
+	select {
+	case s.handshakes <- struct{}{}:
+		s.metrics.handshakeActive.Inc()
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Server) releaseHandshake() {
+	<-s.handshakes
+	s.metrics.handshakeActive.Dec()
+}
+
+// session returns the session (key, id), creating it if needed, and attaches
+// it to c so that pushes reach c.
+func (s *Server) session(key *AuthKey, id int64, c *conn) (*session, bool) {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	byID := s.sessions[key.ID()]
+	if sess, ok := byID[id]; ok {
+		sess.mu.Lock()
+		sess.conn = c
+		sess.mu.Unlock()
+		return sess, false
+	}
+	if byID == nil {
+		byID = make(map[int64]*session)
+		s.sessions[key.ID()] = byID
+	}
+	if len(byID) >= maxSessionsPerKey {
+		s.evictLocked(byID)
+	}
+	if s.nSess >= maxSessions {
+		for _, m := range s.sessions {
+			if len(m) > 0 {
+				s.evictLocked(m)
+				break
+			}
+		}
+	}
+	sess := newSession(key, id, s.now())
+	sess.conn = c
+	byID[id] = sess
+	s.nSess++
+	return sess, true
+}
+
+// evictLocked forgets the least recently used session of one key.
+func (s *Server) evictLocked(byID map[int64]*session) {
+	var victim *session
+	for _, sess := range byID {
+		sess.mu.Lock()
+		used := sess.lastUsed
+		sess.mu.Unlock()
+		if victim == nil || used.Before(victim.lastUsed) {
+			victim = sess
+		}
+	}
+	if victim != nil {
+		delete(byID, victim.id)
+		s.nSess--
+		if len(byID) == 0 {
+			delete(s.sessions, victim.key.ID())
+		}
+	}
+}
+
+// destroySession forgets a session of the key; it reports whether one existed.
+func (s *Server) destroySession(keyID, id int64) bool {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	byID := s.sessions[keyID]
+	if _, ok := byID[id]; !ok {
+		return false
+	}
+	delete(byID, id)
+	s.nSess--
+	if len(byID) == 0 {
+		delete(s.sessions, keyID)
+	}
+	return true
+}
+
+// detach unhooks c from the sessions it served.
+func (s *Server) detach(c *conn, keyID int64) {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	for _, sess := range s.sessions[keyID] {
+		sess.mu.Lock()
+		if sess.conn == c {
+			sess.conn = nil
+		}
+		sess.mu.Unlock()
+	}
+}
+
+// Push queues a server-initiated message (an update) for every session of
+// the auth key that has a connection. It never blocks: a connection whose
+// queue is full misses the message, which clients recover from by their
+// own means (updates.getDifference). It returns how many sessions got it.
+func (s *Server) Push(authKeyID int64, obj bin.Encoder) int {
+	var b bin.Buffer
+	if err := obj.Encode(&b); err != nil {
+		s.log.Error("encode push", "err", err)
+		return 0
+	}
+	s.sessMu.Lock()
+	var targets []*session
+	for _, sess := range s.sessions[authKeyID] {
+		targets = append(targets, sess)
+	}
+	s.sessMu.Unlock()
+	n := 0
+	for _, sess := range targets {
+		sess.mu.Lock()
+		c := sess.conn
+		sess.mu.Unlock()
+		if c != nil && c.trySend(outMsg{sess: sess, body: b.Copy(), content: true}) {
+			n++
+		}
+	}
+	return n
+}
+
+// errorf is a small helper for wrapping with the step name.
+func errorf(step string, err error) error { return fmt.Errorf("%s: %w", step, err) }
