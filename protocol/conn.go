@@ -104,14 +104,19 @@ func newConn(s *Server, tc transport.Conn) *conn {
 // and the RPC workers. It returns when all of them are done.
 func (c *conn) run(ctx context.Context) {
 	c.ctx, c.cancel = context.WithCancel(ctx)
+	// Server shutdown closes the socket so the reader wakes up; errors found
+	// by the reader cancel only c.ctx, leaving the socket open for the
+	// transport error code.
+	stop := context.AfterFunc(ctx, func() { c.tc.Close() })
+	defer stop()
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
 		if err := c.writeLoop(); err != nil {
 			c.log.Debug("write failed", "err", err)
+			c.cancel()
+			c.tc.Close() // unblock the reader
 		}
-		c.cancel()
-		c.tc.Close() // unblock the reader
 	}()
 
 	err := c.readLoop()
