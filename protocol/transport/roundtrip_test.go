@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -283,8 +284,9 @@ func TestSecretsOverTCP(t *testing.T) {
 }
 
 // echoServe is a WebSocket serve function: Accept, then echo frames.
-func echoServe(t *testing.T, names chan<- string) func(net.Conn) {
+func echoServe(t *testing.T, names chan<- string, finished *atomic.Int32) func(net.Conn) {
 	return func(nc net.Conn) {
+		defer finished.Add(1)
 		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 		c, err := Accept(nc, Options{})
 		if err != nil {
@@ -308,8 +310,9 @@ func echoServe(t *testing.T, names chan<- string) func(net.Conn) {
 
 func TestWebSocketGotdClient(t *testing.T) {
 	names := make(chan string, 1)
+	var finished atomic.Int32
 	mux := http.NewServeMux()
-	mux.Handle("/apiws", WebSocketHandler(echoServe(t, names), slog.New(slog.DiscardHandler)))
+	mux.Handle("/apiws", WebSocketHandler(echoServe(t, names, &finished), slog.New(slog.DiscardHandler)))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -349,6 +352,9 @@ func TestWebSocketGotdClient(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("server never accepted")
 	}
+	// Closing the client ends the server's read loop and the handler.
+	_ = client.Close()
+	waitFor(t, 5*time.Second, func() bool { return finished.Load() == 1 })
 }
 
 func TestWebSocketRejectsPlainHTTP(t *testing.T) {
@@ -367,5 +373,81 @@ func TestWebSocketRejectsPlainHTTP(t *testing.T) {
 	case <-called:
 		t.Fatal("serve called for a non-WebSocket request")
 	default:
+	}
+}
+
+// TestConcurrentReadWrite runs one reader and one writer on the same Conn
+// at once, as a session does; the race detector checks they share nothing.
+func TestConcurrentReadWrite(t *testing.T) {
+	const frames = 200
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr, ch := listen(t, Options{})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := dialGotd(t, nc, "obfuscated2/padded_intermediate", nil)
+	defer func() { _ = client.Close() }()
+	if err := client.Send(ctx, &bin.Buffer{Buf: testPayload(8)}); err != nil {
+		t.Fatal(err)
+	}
+	r := recvAccepted(t, ch)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	server := r.conn
+
+	errs := make(chan error, 4)
+	go func() { // server writer
+		for i := range frames {
+			if err := server.WriteFrame(testPayload(8 + 4*(i%50))); err != nil {
+				errs <- err
+				return
+			}
+		}
+		errs <- nil
+	}()
+	go func() { // server reader (first frame included)
+		var b bin.Buffer
+		for i := range frames + 1 {
+			if err := server.ReadFrame(&b); err != nil {
+				errs <- err
+				return
+			}
+			if i > 0 && !bytes.Equal(b.Buf, testPayload(12+4*(i%30))) {
+				errs <- errors.New("server read wrong payload")
+				return
+			}
+		}
+		errs <- nil
+	}()
+	go func() { // client writer
+		for i := 1; i <= frames; i++ {
+			if err := client.Send(ctx, &bin.Buffer{Buf: testPayload(12 + 4*(i%30))}); err != nil {
+				errs <- err
+				return
+			}
+		}
+		errs <- nil
+	}()
+	go func() { // client reader
+		for i := range frames {
+			var b bin.Buffer
+			if err := client.Recv(ctx, &b); err != nil {
+				errs <- err
+				return
+			}
+			if !bytes.Equal(b.Buf, testPayload(8+4*(i%50))) {
+				errs <- errors.New("client read wrong payload")
+				return
+			}
+		}
+		errs <- nil
+	}()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
