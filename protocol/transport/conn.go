@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"crypto/cipher"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -101,7 +102,7 @@ type conn struct {
 
 	// Obfuscated2 state; dec is nil for plain transports.
 	dec  *ctrReader
-	enc  interface{ XORKeyStream(dst, src []byte) }
+	enc  cipher.Stream
 	meta Metadata
 
 	// Read side, owned by the ReadFrame caller.
