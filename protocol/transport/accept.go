@@ -11,10 +11,9 @@ import (
 )
 
 // DefaultMaxFrameSize is the largest client payload accepted when
-// Options.MaxFrameSize is zero: 1 MiB (the biggest upload.saveFilePart /
-// invokeWithLayer request Telegram clients send after encryption is a little
-// under 512 KiB, and some send 1 MiB file parts) plus room for the MTProto
-// envelope.
+// Options.MaxFrameSize is zero: 1 MiB, twice the largest file part clients
+// upload (512 KiB), plus 4 KiB for the MTProto envelope and the request
+// wrapping the part.
 const DefaultMaxFrameSize = 1<<20 + 4096
 
 // maxOutgoingPayload is the largest payload WriteFrame sends. Clients (gotd,
