@@ -53,8 +53,8 @@ type Node struct {
 
 // New opens storage, loads (or creates) the server keys, binds the
 // listeners and builds the servers. It serves nothing until Run.
-func New(cfg *config.Config, log *slog.Logger) (n *Node, err error) {
-	n = &Node{cfg: cfg, log: log.With("component", "node"), reg: prometheus.NewRegistry()}
+func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
+	n := &Node{cfg: cfg, log: log.With("component", "node"), reg: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			n.Close()

@@ -202,6 +202,11 @@ func (c *conn) handleUnencrypted(frame []byte) error {
 		c.srv.releaseHandshake()
 		c.hs = nil
 		c.srv.metrics.handshakes.WithLabelValues("failed").Inc()
+		if reply != nil {
+			// dh_gen_fail: the spec's answer, not a transport error. The
+			// client may start over on this connection.
+			return c.sendPlain(reply)
+		}
 		code := int32(codeAuthKeyNotFound)
 		var ke *keyx.Error
 		if errors.As(err, &ke) && ke.Code != 0 {
@@ -234,8 +239,13 @@ func (c *conn) handleUnencrypted(frame []byte) error {
 		c.srv.metrics.handshakes.WithLabelValues("ok").Inc()
 		c.log.Debug("auth key created", "temp", done.Temp)
 	}
+	return c.sendPlain(reply)
+}
+
+// sendPlain queues an unencrypted message (key exchange answers).
+func (c *conn) sendPlain(body []byte) error {
 	var b bin.Buffer
-	msg := proto.UnencryptedMessage{MessageID: c.srv.ids.next(true), MessageData: reply}
+	msg := proto.UnencryptedMessage{MessageID: c.srv.ids.next(true), MessageData: body}
 	if err := msg.Encode(&b); err != nil {
 		return errorf("encode unencrypted message", err)
 	}
@@ -547,7 +557,7 @@ func (s *Server) invoke(ctx context.Context, sess *session, msgID int64, body []
 		}
 		layer := sess.layer
 		sess.mu.Unlock()
-		if len(u.afterMsgs) > 0 && !sess.waitDone(u.afterMsgs, time.Now().Add(afterMsgWait)) {
+		if len(u.afterMsgs) > 0 && !sess.waitDone(ctx, u.afterMsgs, time.Now().Add(afterMsgWait)) {
 			return nil, tgerr.New(400, "MSG_WAIT_FAILED")
 		}
 		ub := &bin.Buffer{Buf: u.body}

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"context"
 	"sort"
 	"sync"
 	"time"
@@ -191,15 +192,18 @@ func (s *session) status(id int64, now time.Time) byte {
 	return 2
 }
 
-// waitDone blocks until every id is processed (invokeAfterMsgs) or the
-// deadline passes. It reports whether they all finished.
-func (s *session) waitDone(ids []int64, deadline time.Time) bool {
-	timer := time.AfterFunc(time.Until(deadline), func() {
+// waitDone blocks until every id is processed (invokeAfterMsgs), the
+// deadline passes or ctx ends. It reports whether they all finished.
+func (s *session) waitDone(ctx context.Context, ids []int64, deadline time.Time) bool {
+	wake := func() {
 		s.mu.Lock()
 		s.done.Broadcast()
 		s.mu.Unlock()
-	})
+	}
+	timer := time.AfterFunc(time.Until(deadline), wake)
 	defer timer.Stop()
+	stop := context.AfterFunc(ctx, wake)
+	defer stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
@@ -213,7 +217,7 @@ func (s *session) waitDone(ids []int64, deadline time.Time) bool {
 		if !pending {
 			return true
 		}
-		if !time.Now().Before(deadline) {
+		if !time.Now().Before(deadline) || ctx.Err() != nil {
 			return false
 		}
 		s.done.Wait()
