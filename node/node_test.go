@@ -14,6 +14,7 @@ import (
 
 	"github.com/mtnode/mtnode/config"
 	"github.com/mtnode/mtnode/internal/mtclient"
+	"github.com/mtnode/mtnode/protocol"
 )
 
 func TestMain(m *testing.M) {
@@ -90,5 +91,52 @@ func TestGetConfigOverEveryTransport(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestTemporaryKeysBound runs gotd with perfect forward secrecy: it creates
+// a permanent key, then a temporary one, binds them with
+// auth.bindTempAuthKey, and makes its calls on the temporary key.
+func TestTemporaryKeysBound(t *testing.T) {
+	n, stop := startNode(t, t.TempDir())
+	defer stop()
+	c, err := mtclient.New(mtclient.Options{
+		Addr:          n.ClientAddr().String(),
+		PublicKeyFile: n.PublicKeyPath(),
+		Telegram:      telegram.Options{EnablePFS: true, TempKeyTTL: 3600},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Run(ctx, func(ctx context.Context) error {
+		_, err := c.API().HelpGetConfig(ctx)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The server holds a temporary key bound to a permanent one.
+	var temp, perm int
+	err = n.db.Table("authkey").Scan(func(_, v []byte) error {
+		var k protocol.AuthKey
+		if err := k.UnmarshalBinary(v); err != nil {
+			return err
+		}
+		if k.Temp {
+			temp++
+			if k.PermKeyID == 0 {
+				t.Error("temporary key is not bound")
+			}
+		} else {
+			perm++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if temp != 1 || perm != 1 {
+		t.Fatalf("keys: %d temporary, %d permanent; want 1 and 1", temp, perm)
 	}
 }

@@ -121,6 +121,26 @@ func (t *Table) Delete(k []byte) error {
 	})
 }
 
+// Scan calls fn for every key (without the table prefix) and value of the
+// table, in key order, stopping at the first error.
+func (t *Table) Scan(fn func(k, v []byte) error) error {
+	return t.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: t.prefix, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if err := fn(item.KeyCopy(nil)[len(t.prefix):], v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // badgerLogger adapts Badger's printf-style logger to slog, so the node runs
 // one logger. Badger's info chatter goes to debug.
 type badgerLogger struct{ log *slog.Logger }

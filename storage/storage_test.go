@@ -61,3 +61,22 @@ func TestTablePersistsAcrossReopen(t *testing.T) {
 		t.Fatalf("deleted key: %v", err)
 	}
 }
+
+func TestScanStaysInTable(t *testing.T) {
+	db, err := Open(t.TempDir(), discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_ = db.Table("a").Put([]byte("1"), []byte("x"))
+	_ = db.Table("a").Put([]byte("2"), []byte("y"))
+	_ = db.Table("ab").Put([]byte("3"), []byte("z"))
+	var got []string
+	err = db.Table("a").Scan(func(k, v []byte) error {
+		got = append(got, string(k)+"="+string(v))
+		return nil
+	})
+	if err != nil || len(got) != 2 || got[0] != "1=x" || got[1] != "2=y" {
+		t.Fatalf("scan a: %v %v", got, err)
+	}
+}
