@@ -5,12 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/gotd/td/bin"
 	"github.com/gotd/td/mt"
 	"github.com/gotd/td/tg"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mtnode/mtnode/protocol"
 )
@@ -371,4 +374,62 @@ func (c *rawClient) recvPlain() ([]byte, error) {
 	var b bin.Buffer
 	err := c.conn.Recv(ctx, &b)
 	return b.Buf, err
+}
+
+// TestStalledLargeClaimsHoldLittleMemory opens many connections that each
+// claim a near-maximal frame, send a little of it and stall. Server memory
+// must stay proportional to bytes received, not bytes claimed, and all of
+// it must be released when the idle timeout closes them.
+func TestStalledLargeClaimsHoldLittleMemory(t *testing.T) {
+	cfg := shortConfig()
+	cfg.IdleTimeout = 2 * time.Second
+	ts := startServer(t, cfg, echoHandler())
+	const conns = 200
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	before := heap()
+	var hdr [8]byte
+	copy(hdr[:4], []byte{0xee, 0xee, 0xee, 0xee})
+	binary.LittleEndian.PutUint32(hdr[4:], 1<<20)
+	ncs := make([]net.Conn, 0, conns)
+	defer func() {
+		for _, nc := range ncs {
+			nc.Close()
+		}
+	}()
+	for i := 0; i < conns; i++ {
+		nc, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ncs = append(ncs, nc)
+		if _, err := nc.Write(append(hdr[:], make([]byte, 1000)...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, func() bool { return testutil.ToFloat64(activeConns(ts)) == conns })
+	held := heap() - before
+	if perConn := held / conns; perConn > 256<<10 {
+		t.Fatalf("each stalled connection holds %d bytes; claims of 1 MiB must not be allocated up front", perConn)
+	}
+	t.Logf("%d stalled connections hold %d KiB (%d bytes each)", conns, held>>10, held/conns)
+	waitFor(t, 10*time.Second, func() bool { return testutil.ToFloat64(activeConns(ts)) == 0 })
+}
+
+func activeConns(ts *testServer) prometheus.Collector { return ts.metrics.ConnsActive() }
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -77,6 +77,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// ConnsActive is the gauge of open connections, for tests and health.
+func (m *Metrics) ConnsActive() prometheus.Gauge { return m.connsActive }
+
 // method names a TL constructor for labels; unknown ids share one label.
 func (m *Metrics) method(id uint32) string {
 	if n, ok := m.names[id]; ok {

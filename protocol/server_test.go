@@ -74,8 +74,9 @@ func (b badgerKeys) StoreKey(ak *protocol.AuthKey) error {
 }
 
 type testServer struct {
-	srv  *protocol.Server
-	addr string
+	srv     *protocol.Server
+	addr    string
+	metrics *protocol.Metrics
 }
 
 // startServer serves the protocol on loopback with real storage.
@@ -85,7 +86,9 @@ func startServer(t *testing.T, cfg protocol.Config, h protocol.Handler) *testSer
 	if err != nil {
 		t.Fatal(err)
 	}
+	metrics := protocol.NewMetrics(nil)
 	srv, err := protocol.NewServer(protocol.Options{
+		Metrics:    metrics,
 		Config:     cfg,
 		Key:        serverKey,
 		Keys:       badgerKeys{t: db.Table("authkey")},
@@ -110,7 +113,7 @@ func startServer(t *testing.T, cfg protocol.Config, h protocol.Handler) *testSer
 		<-done
 		db.Close()
 	})
-	return &testServer{srv: srv, addr: ln.Addr().String()}
+	return &testServer{srv: srv, addr: ln.Addr().String(), metrics: metrics}
 }
 
 // rawClient speaks MTProto with a hand-built encryption layer: the key is
