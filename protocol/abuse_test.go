@@ -433,3 +433,24 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestPushReachesConnectedSession checks the outbound path for
+// server-initiated messages: queued by key, encrypted for the session,
+// msg_id ≡ 3 mod 4 (not a response), odd seqno (content).
+func TestPushReachesConnectedSession(t *testing.T) {
+	ts := startServer(t, shortConfig(), echoHandler())
+	c := dialRaw(t, ts.addr)
+	c.exchangeKey()
+	if ts.srv.Push(c.key.IntID(), &tg.UpdatesTooLong{}) != 0 {
+		t.Fatal("push delivered before the client had a session")
+	}
+	c.send(&mt.PingRequest{PingID: 1}, true)
+	c.expect(mt.PongTypeID)
+	if n := ts.srv.Push(c.key.IntID(), &tg.UpdatesTooLong{}); n != 1 {
+		t.Fatalf("push reached %d sessions, want 1", n)
+	}
+	m := c.expect(tg.UpdatesTooLongTypeID)
+	if m.id&3 != 3 || m.seqno%2 != 1 {
+		t.Fatalf("pushed message id %d seqno %d: want id ≡ 3 mod 4 and odd seqno", m.id, m.seqno)
+	}
+}
