@@ -80,3 +80,52 @@ func TestScanStaysInTable(t *testing.T) {
 		t.Fatalf("scan a: %v %v", got, err)
 	}
 }
+
+func TestTxnIterateAndAtomicity(t *testing.T) {
+	db, err := Open(t.TempDir(), discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tb := db.Table("m")
+	err = tb.Update(func(tx *Txn) error {
+		for _, k := range []string{"a/1", "a/2", "a/3", "b/1"} {
+			if err := tx.Set([]byte(k), []byte("v"+k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A failing update writes nothing.
+	boom := errors.New("boom")
+	if err := tb.Update(func(tx *Txn) error {
+		_ = tx.Set([]byte("a/9"), []byte("x"))
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	collect := func(start []byte, reverse bool) (out []string) {
+		_ = tb.View(func(tx *Txn) error {
+			return tx.Iterate([]byte("a/"), start, reverse, func(k, v []byte) (bool, error) {
+				out = append(out, string(k))
+				return true, nil
+			})
+		})
+		return out
+	}
+	if got := collect(nil, false); len(got) != 3 || got[0] != "a/1" || got[2] != "a/3" {
+		t.Fatalf("forward: %v", got)
+	}
+	if got := collect(nil, true); len(got) != 3 || got[0] != "a/3" {
+		t.Fatalf("reverse: %v", got)
+	}
+	if got := collect([]byte("a/2"), true); len(got) != 2 || got[0] != "a/2" {
+		t.Fatalf("reverse from a/2: %v", got)
+	}
+	if got := collect([]byte("a/2"), false); len(got) != 2 || got[0] != "a/2" {
+		t.Fatalf("forward from a/2: %v", got)
+	}
+}
