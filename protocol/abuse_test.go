@@ -454,3 +454,15 @@ func TestPushReachesConnectedSession(t *testing.T) {
 		t.Fatalf("pushed message id %d seqno %d: want id ≡ 3 mod 4 and odd seqno", m.id, m.seqno)
 	}
 }
+
+func TestPushPermReachesPermanentKeySessions(t *testing.T) {
+	ts := startServer(t, shortConfig(), echoHandler())
+	c := dialRaw(t, ts.addr)
+	c.exchangeKey()
+	c.send(&mt.PingRequest{PingID: 1}, true)
+	c.expect(mt.PongTypeID)
+	if n := ts.srv.PushPerm(c.key.IntID(), &tg.UpdatesTooLong{}); n != 1 {
+		t.Fatalf("PushPerm reached %d sessions, want 1", n)
+	}
+	c.expect(tg.UpdatesTooLongTypeID)
+}

@@ -658,6 +658,9 @@ func (s *Server) bindTempKey(key *AuthKey, sess *session, msgID int64, b *bin.Bu
 	if err := s.keys.put(&bound); err != nil {
 		return nil, errorf("store bound key", err)
 	}
+	s.sessMu.Lock()
+	s.indexPermLocked(&bound)
+	s.sessMu.Unlock()
 	return &tg.BoolTrue{}, nil
 }
 

@@ -113,6 +113,10 @@ type Server struct {
 	sessMu   sync.Mutex
 	sessions map[int64]map[int64]*session // auth key id → session id → session
 	nSess    int
+	// byPerm maps a permanent key id to the key ids (itself, and the
+	// temporary keys bound to it) that have sessions, so that a push to a
+	// user's authorization reaches PFS clients on their temporary keys.
+	byPerm map[int64]map[int64]struct{}
 }
 
 // NewServer checks the options and builds a Server.
@@ -156,6 +160,7 @@ func NewServer(opts Options) (*Server, error) {
 		ctx:        ctx,
 		cancel:     cancel,
 		sessions:   make(map[int64]map[int64]*session),
+		byPerm:     make(map[int64]map[int64]struct{}),
 		topts:      transport.Options{MaxFrameSize: cfg.MaxFrameSize, Rand: opts.Rand},
 	}
 	s.kx = keyx.Config{
@@ -289,6 +294,7 @@ func (s *Server) session(key *AuthKey, id int64, c *conn) (*session, bool) {
 	if byID == nil {
 		byID = make(map[int64]*session)
 		s.sessions[key.ID()] = byID
+		s.indexPermLocked(key)
 	}
 	if len(byID) >= maxSessionsPerKey {
 		s.evictLocked(byID)
@@ -323,7 +329,37 @@ func (s *Server) evictLocked(byID map[int64]*session) {
 		delete(byID, victim.id)
 		s.nSess--
 		if len(byID) == 0 {
-			delete(s.sessions, victim.key.ID())
+			s.dropKeyLocked(victim.key)
+		}
+	}
+}
+
+// indexPermLocked records that key has sessions, under its permanent key.
+func (s *Server) indexPermLocked(key *AuthKey) {
+	perm := key.ID()
+	if key.Temp {
+		perm = key.PermKeyID
+	}
+	if perm == 0 {
+		return // an unbound temporary key speaks for nobody yet
+	}
+	m := s.byPerm[perm]
+	if m == nil {
+		m = make(map[int64]struct{})
+		s.byPerm[perm] = m
+	}
+	m[key.ID()] = struct{}{}
+}
+
+// dropKeyLocked forgets a key that has no sessions left.
+func (s *Server) dropKeyLocked(key *AuthKey) {
+	delete(s.sessions, key.ID())
+	for perm, m := range s.byPerm {
+		if _, ok := m[key.ID()]; ok {
+			delete(m, key.ID())
+			if len(m) == 0 {
+				delete(s.byPerm, perm)
+			}
 		}
 	}
 }
@@ -336,10 +372,11 @@ func (s *Server) destroySession(keyID, id int64) bool {
 	if _, ok := byID[id]; !ok {
 		return false
 	}
+	sess := byID[id]
 	delete(byID, id)
 	s.nSess--
 	if len(byID) == 0 {
-		delete(s.sessions, keyID)
+		s.dropKeyLocked(sess.key)
 	}
 	return true
 }
@@ -355,6 +392,23 @@ func (s *Server) detach(c *conn, keyID int64) {
 		}
 		sess.mu.Unlock()
 	}
+}
+
+// PushPerm pushes obj to every connected session speaking for the
+// permanent key: the key itself and temporary keys bound to it. It is how
+// updates reach a user's authorization. See Push.
+func (s *Server) PushPerm(permKeyID int64, obj bin.Encoder) int {
+	s.sessMu.Lock()
+	keys := make([]int64, 0, len(s.byPerm[permKeyID]))
+	for id := range s.byPerm[permKeyID] {
+		keys = append(keys, id)
+	}
+	s.sessMu.Unlock()
+	n := 0
+	for _, id := range keys {
+		n += s.Push(id, obj)
+	}
+	return n
 }
 
 // Push queues a server-initiated message (an update) for every session of

@@ -1,0 +1,87 @@
+package messaging
+
+import (
+	"github.com/mtnode/mtnode/storage"
+)
+
+// State is a user's counters. Pts counts entries of the user's update log;
+// NextMsgID is the id the next message in the user's box gets (private
+// chats and basic groups share one id sequence per user, as in Telegram).
+type State struct {
+	Pts       int   `json:"pts"`
+	NextMsgID int   `json:"next_msg_id"`
+	Date      int64 `json:"date"`
+}
+
+// UpdateRecord is one entry of a user's update log: the TL-encoded update
+// (its pts fields already set) at Pts, spanning PtsCount.
+type UpdateRecord struct {
+	Pts      int    `json:"pts"`
+	PtsCount int    `json:"pts_count"`
+	Date     int64  `json:"date"`
+	Update   []byte `json:"update"`
+}
+
+// GetState loads a user's counters (zero State for a new user).
+func GetState(tx *storage.Txn, uid int64) (State, error) {
+	var s State
+	_, err := getJSON(tx, key("state", uid), &s)
+	if s.NextMsgID == 0 {
+		s.NextMsgID = 1
+	}
+	return s, err
+}
+
+// PutState stores a user's counters.
+func PutState(tx *storage.Txn, uid int64, s State) error {
+	return putJSON(tx, key("state", uid), s)
+}
+
+// NextMessageID takes the next message id in uid's box.
+func NextMessageID(tx *storage.Txn, uid int64) (int, error) {
+	s, err := GetState(tx, uid)
+	if err != nil {
+		return 0, err
+	}
+	id := s.NextMsgID
+	s.NextMsgID++
+	return id, PutState(tx, uid, s)
+}
+
+// AppendUpdate reserves ptsCount pts for uid, lets build encode the update
+// with its final pts, stores it in the log and returns the event to push.
+// The log is the truth: pushes may be lost, getDifference replays the log.
+func AppendUpdate(tx *storage.Txn, uid int64, now int64, ptsCount int, build func(pts int) ([]byte, error)) (Event, error) {
+	s, err := GetState(tx, uid)
+	if err != nil {
+		return Event{}, err
+	}
+	s.Pts += ptsCount
+	s.Date = now
+	upd, err := build(s.Pts)
+	if err != nil {
+		return Event{}, err
+	}
+	if err := putJSON(tx, key("upd", uid, s.Pts), UpdateRecord{Pts: s.Pts, PtsCount: ptsCount, Date: now, Update: upd}); err != nil {
+		return Event{}, err
+	}
+	if err := PutState(tx, uid, s); err != nil {
+		return Event{}, err
+	}
+	return Event{UserID: uid, Pts: s.Pts, PtsCount: ptsCount, Update: upd}, nil
+}
+
+// UpdatesSince lists log entries with pts > from, oldest first, at most
+// limit of them.
+func UpdatesSince(tx *storage.Txn, uid int64, from, limit int) ([]UpdateRecord, error) {
+	var out []UpdateRecord
+	err := tx.Iterate(key("upd", uid, ""), key("upd", uid, from+1), false, func(k, v []byte) (bool, error) {
+		var r UpdateRecord
+		if _, err := getJSONBytes(v, &r); err != nil {
+			return false, err
+		}
+		out = append(out, r)
+		return len(out) < limit, nil
+	})
+	return out, err
+}
