@@ -28,6 +28,7 @@ const usage = `mtnode: a Telegram-compatible messaging server.
 
 Usage:
   mtnode run [flags]    serve a node; with no flags, a one-node DC on loopback
+  mtnode bench [flags]  measure a node under load (see BENCHMARKS.md)
   mtnode version        print the version
   mtnode help           print this help
 
@@ -43,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return runNode(args[1:], stderr)
+	case "bench":
+		return runBench(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mtnode", version())
 		return 0

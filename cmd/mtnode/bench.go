@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/mtnode/mtnode/internal/loadgen"
+	"github.com/mtnode/mtnode/internal/mtclient"
+)
+
+// runBench is `mtnode bench`: the load generator. By default it starts this
+// same binary as a child node; --addr and --pubkey target another one.
+func runBench(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mtnode bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		opts      loadgen.Options
+		scenarios = fs.String("scenario", "all", "comma-separated scenarios: crypto, handshake, ping, idle, or all")
+		conns     = fs.String("conns", "1,64,1024", "comma-separated concurrent connections for the ping scenario")
+		transport = fs.String("transport", string(mtclient.Intermediate), "client transport for ping and idle")
+		ping      = fs.String("ping", string(loadgen.PingAuto), "round trip: ping (telegram.Client.Ping), rpc (help.getNearestDc) or auto (ping if answered)")
+		asJSON    = fs.Bool("json", false, "print the report as JSON instead of Markdown")
+		verbose   = fs.Bool("v", false, "log progress to stderr")
+	)
+	fs.DurationVar(&opts.Duration, "duration", 10_000_000_000, "length of each measured phase")
+	fs.IntVar(&opts.IdleConns, "idle-conns", 1000, "idle connections to open for the idle scenario")
+	fs.IntVar(&opts.HandshakeWorkers, "handshake-workers", 8, "concurrent key exchanges (keep below the node's max_handshakes)")
+	fs.IntVar(&opts.SetupConcurrency, "setup-concurrency", 16, "connections set up at once")
+	fs.IntVar(&opts.ServerProcs, "server-procs", 0, "GOMAXPROCS of the child node; 0 leaves the default")
+	fs.StringVar(&opts.Addr, "addr", "", "MTProto address of a running node; empty starts a child node")
+	fs.StringVar(&opts.PublicKeyFile, "pubkey", "", "server.pub of the node at --addr")
+	fs.StringVar(&opts.MetricsAddr, "metrics-addr", "", "HTTP address of the node at --addr, for its /metrics")
+	fs.IntVar(&opts.DC, "dc", 1, "DC id of the node at --addr")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mtnode bench: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if *scenarios != "all" {
+		for _, s := range strings.Split(*scenarios, ",") {
+			opts.Scenarios = append(opts.Scenarios, loadgen.Scenario(strings.TrimSpace(s)))
+		}
+	}
+	opts.Conns = nil
+	for _, s := range strings.Split(*conns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(stderr, "mtnode bench: bad --conns %q\n", *conns)
+			return 2
+		}
+		opts.Conns = append(opts.Conns, n)
+	}
+	opts.Transport = mtclient.Transport(*transport)
+	opts.PingMethod = loadgen.PingMethod(*ping)
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	opts.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if opts.Addr == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(stderr, "mtnode bench: find own executable:", err)
+			return 1
+		}
+		opts.NodeBinary = exe
+	}
+	// A thousand connections, twice (client and child node ends).
+	if _, err := loadgen.RaiseFDLimit(); err != nil {
+		opts.Logger.Warn("could not raise the open file limit", "err", err)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := loadgen.Run(ctx, opts)
+	if rep != nil {
+		var werr error
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			werr = enc.Encode(rep)
+		} else {
+			werr = rep.Markdown(stdout)
+		}
+		if werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "mtnode bench:", err)
+		return 1
+	}
+	return 0
+}

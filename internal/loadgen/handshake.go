@@ -1,0 +1,168 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gotd/td/exchange"
+	"github.com/gotd/td/transport"
+)
+
+// HandshakeReport is the auth key creation measurement.
+type HandshakeReport struct {
+	// Workers ran key exchanges concurrently, each on a fresh TCP
+	// connection with gotd's exchange client (the same code a
+	// telegram.Client runs when it has no key).
+	Workers int
+	Elapsed time.Duration
+	OK      int64
+	Errors  int64
+	// FirstError is the first failure, if any.
+	FirstError string
+	// PerSec is OK / Elapsed.
+	PerSec float64
+	// PerCore is PerSec divided by the node's GOMAXPROCS (0 if unknown).
+	PerCore float64
+	// P50, P99 and Max are the client-observed latencies of one whole
+	// exchange, dial included.
+	P50, P99, Max time.Duration
+	// ServerCPU is the node's CPU time (user+system, from
+	// process_cpu_seconds_total) over the window; 0 if unknown.
+	ServerCPU time.Duration
+	// ServerCPUPerOp is ServerCPU / OK: what one key costs the node.
+	ServerCPUPerOp time.Duration
+	// PerServerCPUSecond is OK / ServerCPU: keys per core-second actually
+	// spent by the node, independent of how busy the client kept it.
+	PerServerCPUSecond float64
+	// ClientCPU is the load generator's own CPU time over the window.
+	ClientCPU time.Duration
+	// ServerOK, ServerBusy and ServerFailed are the node's
+	// mtnode_handshakes_total deltas, as a cross-check.
+	ServerOK, ServerBusy, ServerFailed float64
+	// FloorRatio is PerCore / CryptoReport.HandshakesPerCoreFloor, and
+	// CPUFloorRatio is PerServerCPUSecond over the same floor; 0 without
+	// the crypto scenario.
+	FloorRatio, CPUFloorRatio float64
+}
+
+func (h *HandshakeReport) derive(r *Report) {
+	if r.ServerProcs > 0 {
+		h.PerCore = h.PerSec / float64(r.ServerProcs)
+	}
+	if r.Crypto != nil && r.Crypto.HandshakesPerCoreFloor > 0 {
+		h.FloorRatio = h.PerCore / r.Crypto.HandshakesPerCoreFloor
+		h.CPUFloorRatio = h.PerServerCPUSecond / r.Crypto.HandshakesPerCoreFloor
+	}
+}
+
+// exchangeTimeout bounds each request of one key exchange.
+const exchangeTimeout = 30 * time.Second
+
+func runHandshakes(ctx context.Context, t *target, opts *Options, pool *keyPool) (*HandshakeReport, error) {
+	keys := []exchange.PublicKey{t.key}
+	rep := &HandshakeReport{Workers: opts.HandshakeWorkers}
+	var before samples
+	if t.metrics != nil {
+		var err error
+		if before, err = t.metrics.scrape(ctx); err != nil {
+			return nil, err
+		}
+	}
+	cpu0, cpuOK := selfCPU()
+	var (
+		started atomic.Int64
+		ok      atomic.Int64
+		failed  atomic.Int64
+		errOnce sync.Once
+		mu      sync.Mutex
+		all     hist
+		wg      sync.WaitGroup
+	)
+	start := time.Now()
+	deadline := start.Add(opts.Duration)
+	// A worker never starts an exchange after the deadline, and one that is
+	// running cannot outlast it by more than a bounded grace.
+	runCtx, cancel := context.WithDeadline(ctx, deadline.Add(exchangeTimeout))
+	defer cancel()
+	for range opts.HandshakeWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var h hist
+			defer func() { mu.Lock(); all.merge(&h); mu.Unlock() }()
+			for time.Now().Before(deadline) && started.Add(1) <= int64(opts.MaxOps) && runCtx.Err() == nil {
+				t0 := time.Now()
+				r, err := newKey(runCtx, t.addr, t.dc, keys)
+				if err != nil {
+					failed.Add(1)
+					errOnce.Do(func() { rep.FirstError = err.Error() })
+					continue
+				}
+				h.record(time.Since(t0))
+				ok.Add(1)
+				if pool != nil {
+					pool.add(r)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	rep.Elapsed = time.Since(start)
+	if cpu1, ok := selfCPU(); ok && cpuOK {
+		rep.ClientCPU = cpu1 - cpu0
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rep.OK, rep.Errors = ok.Load(), failed.Load()
+	rep.PerSec = perSec(float64(rep.OK), rep.Elapsed)
+	rep.P50, rep.P99, rep.Max = all.quantile(0.5), all.quantile(0.99), all.max
+	if t.metrics != nil {
+		after, err := t.metrics.scrape(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if d, ok := delta(before, after, mCPU); ok {
+			rep.ServerCPU = time.Duration(d * float64(time.Second))
+		}
+		rep.ServerOK = counterDelta(before, after, mHandshakesOK)
+		rep.ServerBusy = counterDelta(before, after, mHandshakesBy)
+		rep.ServerFailed = counterDelta(before, after, mHandshakesNo)
+	}
+	if rep.OK > 0 && rep.ServerCPU > 0 {
+		rep.ServerCPUPerOp = rep.ServerCPU / time.Duration(rep.OK)
+		rep.PerServerCPUSecond = float64(rep.OK) / rep.ServerCPU.Seconds()
+	}
+	if rep.OK == 0 {
+		return rep, fmt.Errorf("no key exchange succeeded: %s", rep.FirstError)
+	}
+	return rep, nil
+}
+
+// exchangeConn is the transport connection a key exchange runs on.
+type exchangeConn = transport.Conn
+
+// withExchangeConn dials addr with the intermediate transport, runs f on
+// it and hangs up. Cancelling ctx closes the connection.
+func withExchangeConn(ctx context.Context, addr string, f func(exchangeConn) error) error {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer nc.Close()
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+	tc, err := transport.Intermediate.Handshake(nc)
+	if err != nil {
+		return fmt.Errorf("transport: %w", err)
+	}
+	if err := f(tc); err != nil {
+		return fmt.Errorf("key exchange: %w", err)
+	}
+	return nil
+}

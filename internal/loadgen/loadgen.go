@@ -1,0 +1,361 @@
+// Package loadgen is mtnode's load generator: it drives a node with real
+// gotd/td clients over loopback and measures auth key creations per second,
+// encrypted ping round trips at several concurrencies and the memory an
+// idle authorized connection costs, next to the raw cost of the same
+// cryptography measured in the same run.
+//
+// By default the node under test is a child process (`mtnode run` in a temp
+// dir), so that its CPU and memory, read from its /metrics, are not mixed
+// with the clients'. Every loop is bounded both in count and in time.
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/gotd/td/telegram"
+
+	"github.com/mtnode/mtnode/internal/mtclient"
+)
+
+// Scenario names one measurement.
+type Scenario string
+
+// The scenarios, in the order Run performs them.
+const (
+	// Crypto measures the floor: RSA-2048 decrypt, 2048-bit modexp,
+	// AES-256-IGE and MTProto message crypto, on one core of this process.
+	Crypto Scenario = "crypto"
+	// Handshake measures auth key creations per second.
+	Handshake Scenario = "handshake"
+	// Ping measures encrypted ping round trips at each of Options.Conns.
+	Ping Scenario = "ping"
+	// Idle measures the server's memory per idle authorized connection.
+	Idle Scenario = "idle"
+)
+
+// Scenarios lists every scenario in run order.
+var Scenarios = []Scenario{Crypto, Handshake, Ping, Idle}
+
+// ErrNoMetrics is returned by the idle scenario when the node's /metrics
+// address is unknown (an external target without Options.MetricsAddr).
+var ErrNoMetrics = errors.New("loadgen: node metrics address unknown")
+
+// Options configure a run. Zero values take the defaults noted.
+type Options struct {
+	// Scenarios to run; all by default. They always run in Scenarios order.
+	Scenarios []Scenario
+	// Duration of each measured phase (each ping level, the handshake
+	// loop); 10s by default. The crypto floor gets a fifth of it per
+	// primitive, between 200ms and 2s.
+	Duration time.Duration
+	// Conns are the ping scenario's concurrent connections; 1, 64, 1024.
+	Conns []int
+	// IdleConns is how many idle connections the idle scenario opens; 1000.
+	IdleConns int
+	// HandshakeWorkers run key exchanges concurrently; 8. Keep it below the
+	// node's max_handshakes (64), or the excess gets -429.
+	HandshakeWorkers int
+	// SetupConcurrency bounds connections being set up at once (each does
+	// its own key exchange); 16.
+	SetupConcurrency int
+	// SetupTimeout bounds opening one batch of connections; 5m.
+	SetupTimeout time.Duration
+	// MaxOps bounds the operations of one measured phase; 10,000,000.
+	MaxOps int
+
+	// Addr and PublicKeyFile target an already running node. Without Addr
+	// a node is started as a child process.
+	Addr          string
+	PublicKeyFile string
+	// MetricsAddr is an external node's HTTP address (host:port) for
+	// /metrics; without it server-side figures are left out.
+	MetricsAddr string
+	// DC of an external node; 1.
+	DC int
+
+	// NodeBinary is the mtnode executable to run as the child.
+	NodeBinary string
+	// ServerProcs, if > 0, sets the child's GOMAXPROCS.
+	ServerProcs int
+
+	// PingMethod is the round trip of the ping scenario and of the idle
+	// scenario's GC nudge; PingAuto by default.
+	PingMethod PingMethod
+
+	// Transport the clients dial with; intermediate. Key exchanges always
+	// use intermediate.
+	Transport mtclient.Transport
+	// Logger receives progress; nil discards it.
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if len(o.Scenarios) == 0 {
+		o.Scenarios = Scenarios
+	}
+	if o.Duration <= 0 {
+		o.Duration = 10 * time.Second
+	}
+	if len(o.Conns) == 0 {
+		o.Conns = []int{1, 64, 1024}
+	}
+	if o.IdleConns <= 0 {
+		o.IdleConns = 1000
+	}
+	if o.HandshakeWorkers <= 0 {
+		o.HandshakeWorkers = 8
+	}
+	if o.SetupConcurrency <= 0 {
+		o.SetupConcurrency = 16
+	}
+	if o.SetupTimeout <= 0 {
+		o.SetupTimeout = 5 * time.Minute
+	}
+	if o.MaxOps <= 0 {
+		o.MaxOps = 10_000_000
+	}
+	if o.DC == 0 {
+		o.DC = 1
+	}
+	if o.PingMethod == "" {
+		o.PingMethod = PingAuto
+	}
+	if o.Transport == "" {
+		o.Transport = mtclient.Intermediate
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Report is everything one run measured. Nil sections were not run.
+type Report struct {
+	Start     time.Time
+	GoVersion string
+	GOOS      string
+	GOARCH    string
+	// NumCPU is the machine's logical CPUs as the load generator sees them.
+	NumCPU int
+	// ClientProcs is the load generator's GOMAXPROCS.
+	ClientProcs int
+	// ServerProcs is the node's GOMAXPROCS from its /metrics, 0 if unknown.
+	ServerProcs int
+	// LoadAvgStart and LoadAvgEnd are /proc/loadavg's three load averages
+	// when the run started and ended (empty where there is none): other
+	// work on the machine shows up here and in every figure.
+	LoadAvgStart, LoadAvgEnd string
+	// Target describes the node under test.
+	Target    string
+	Transport mtclient.Transport
+	Duration  time.Duration
+	// PingMethod is the round trip measured (never PingAuto), and
+	// PingNote why PingAuto chose it, if it fell back.
+	PingMethod PingMethod
+	PingNote   string
+
+	Crypto    *CryptoReport
+	Handshake *HandshakeReport
+	Ping      []PingReport
+	Idle      *IdleReport
+}
+
+// runState is what the scenarios of one run share.
+type runState struct {
+	t      *target
+	opts   *Options
+	log    *slog.Logger
+	pool   *keyPool
+	rep    *Report
+	pinger pinger // resolved by the first scenario that needs it
+}
+
+// resolvePing settles the run's round trip on client c, once.
+func (rs *runState) resolvePing(ctx context.Context, c *telegram.Client) error {
+	if rs.pinger != nil {
+		return nil
+	}
+	p, used, note, err := resolvePinger(ctx, rs.opts.PingMethod, c)
+	if err != nil {
+		return err
+	}
+	if note != "" {
+		rs.log.Warn("ping fallback", "note", note)
+	}
+	rs.pinger, rs.rep.PingMethod, rs.rep.PingNote = p, used, note
+	return nil
+}
+
+// target is the node under test.
+type target struct {
+	addr    string
+	pubFile string
+	dc      int
+	key     telegram.PublicKey
+	metrics *scraper // nil if unknown
+}
+
+// Run performs the selected scenarios and returns what they measured. A
+// failing scenario stops the run; the report holds what finished before.
+func Run(ctx context.Context, opts Options) (rep *Report, err error) {
+	opts.setDefaults()
+	for _, s := range opts.Scenarios {
+		if !slices.Contains(Scenarios, s) {
+			return nil, fmt.Errorf("loadgen: unknown scenario %q", s)
+		}
+	}
+	for _, n := range opts.Conns {
+		if n <= 0 {
+			return nil, fmt.Errorf("loadgen: connection count %d", n)
+		}
+	}
+	rep = &Report{
+		Start:        time.Now().UTC(),
+		GoVersion:    runtime.Version(),
+		GOOS:         runtime.GOOS,
+		GOARCH:       runtime.GOARCH,
+		NumCPU:       runtime.NumCPU(),
+		ClientProcs:  runtime.GOMAXPROCS(0),
+		Transport:    opts.Transport,
+		Duration:     opts.Duration,
+		LoadAvgStart: loadAvg(),
+	}
+	defer func() { rep.LoadAvgEnd = loadAvg() }()
+	log := opts.Logger.With("component", "loadgen")
+	want := func(s Scenario) bool { return slices.Contains(opts.Scenarios, s) }
+
+	// The floor runs first, while the node is idle (or not yet started).
+	if want(Crypto) {
+		budget := min(max(opts.Duration/5, 200*time.Millisecond), 2*time.Second)
+		log.Info("measuring crypto floor", "budget_per_primitive", budget)
+		cr, err := runCrypto(ctx, budget)
+		if err != nil {
+			return rep, fmt.Errorf("crypto: %w", err)
+		}
+		rep.Crypto = cr
+	}
+	if !want(Handshake) && !want(Ping) && !want(Idle) {
+		return rep, nil
+	}
+
+	t, stop, err := openTarget(ctx, &opts, log)
+	if err != nil {
+		return rep, err
+	}
+	defer func() {
+		if cerr := stop(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	rep.Target = t.describe
+	if t.metrics != nil {
+		if s, err := t.metrics.scrape(ctx); err == nil {
+			if v, ok := s.get(mGOMAXPROCS); ok {
+				rep.ServerProcs = int(v)
+			}
+		}
+	}
+	rs := &runState{t: &t.target, opts: &opts, log: log, rep: rep,
+		pool: newKeyPool(&t.target, opts.HandshakeWorkers)}
+	if want(Handshake) {
+		log.Info("measuring handshakes", "workers", opts.HandshakeWorkers, "duration", opts.Duration)
+		hr, err := runHandshakes(ctx, &t.target, &opts, rs.pool)
+		if err != nil {
+			return rep, fmt.Errorf("handshake: %w", err)
+		}
+		hr.derive(rep)
+		rep.Handshake = hr
+	}
+	if want(Ping) {
+		prs, err := runPings(ctx, rs)
+		for i := range prs {
+			prs[i].derive(rep)
+		}
+		rep.Ping = prs
+		if err != nil {
+			return rep, fmt.Errorf("ping: %w", err)
+		}
+	}
+	if want(Idle) {
+		if t.metrics == nil {
+			return rep, fmt.Errorf("idle: %w", ErrNoMetrics)
+		}
+		log.Info("measuring idle connections", "conns", opts.IdleConns)
+		ir, err := runIdle(ctx, rs)
+		if err != nil {
+			return rep, fmt.Errorf("idle: %w", err)
+		}
+		rep.Idle = ir
+	}
+	return rep, err
+}
+
+type openedTarget struct {
+	target
+	describe string
+}
+
+// openTarget starts a child node or describes the external one.
+func openTarget(ctx context.Context, opts *Options, log *slog.Logger) (*openedTarget, func() error, error) {
+	httpc := &http.Client{Timeout: 10 * time.Second}
+	if opts.Addr != "" {
+		if opts.PublicKeyFile == "" {
+			return nil, nil, errors.New("loadgen: an external node needs its public key file")
+		}
+		t := &openedTarget{
+			target:   target{addr: opts.Addr, pubFile: opts.PublicKeyFile, dc: opts.DC},
+			describe: "external node at " + opts.Addr,
+		}
+		if opts.MetricsAddr != "" {
+			t.metrics = &scraper{url: "http://" + opts.MetricsAddr + "/metrics", client: httpc}
+		}
+		if err := t.loadKey(); err != nil {
+			return nil, nil, err
+		}
+		return t, func() error { return nil }, nil
+	}
+	if opts.NodeBinary == "" {
+		return nil, nil, errors.New("loadgen: no node binary to start and no address to target")
+	}
+	c, err := startChild(ctx, opts.NodeBinary, opts.ServerProcs)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info("child node serving", "pid", c.cmd.Process.Pid, "client_addr", c.addr, "http_addr", c.http)
+	t := &openedTarget{
+		target: target{
+			addr: c.addr, pubFile: c.pubKey, dc: 1,
+			metrics: &scraper{url: "http://" + c.http + "/metrics", client: httpc},
+		},
+		describe: fmt.Sprintf("child process `mtnode run` (pid %d) on loopback", c.cmd.Process.Pid),
+	}
+	if err := t.loadKey(); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return t, c.Close, nil
+}
+
+func (t *target) loadKey() error {
+	k, err := mtclient.LoadPublicKey(t.pubFile)
+	if err != nil {
+		return err
+	}
+	t.key = k
+	return nil
+}
+
+// perSec is n per second of d.
+func perSec(n float64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return n / d.Seconds()
+}
