@@ -5,8 +5,10 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/gotd/td/tg"
 	"github.com/gotd/td/tgerr"
 
+	"github.com/mtnode/mtnode/messaging"
 	"github.com/mtnode/mtnode/protocol"
 )
 
@@ -28,6 +31,22 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; defaults to time.Now.
 	Now func() time.Time
+	// Rand is the randomness commands are given; defaults to crypto/rand.
+	Rand io.Reader
+	// Machine holds the messaging state.
+	Machine *messaging.Machine
+	// Access derives and checks access hashes.
+	Access messaging.AccessHashes
+	// TestNumbers lets 99966XYYYY numbers sign in with code X repeated.
+	TestNumbers bool
+	// Codes delivers login codes.
+	Codes CodeSender
+}
+
+// CodeSender delivers a login code to a phone number. Implementations must
+// not log the code outside the loopback "log" sender meant for development.
+type CodeSender interface {
+	SendCode(ctx context.Context, phone, code string) error
 }
 
 // Service answers API calls. It implements protocol.Handler.
@@ -35,6 +54,7 @@ type Service struct {
 	opts Options
 	log  *slog.Logger
 	d    *tg.ServerDispatcher
+	m    *messaging.Machine
 }
 
 // New builds the Service and registers every method it serves.
@@ -45,9 +65,18 @@ func New(opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{opts: opts, log: opts.Logger.With("component", "api")}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
+	}
+	s := &Service{opts: opts, log: opts.Logger.With("component", "api"), m: opts.Machine}
 	s.d = tg.NewServerDispatcher(s.unknownMethod)
 	s.registerHelp()
+	s.registerAuth()
+	s.registerAccount()
+	s.registerUsers()
+	s.registerContacts()
+	s.registerMessages()
+	s.registerUpdates()
 	return s
 }
 

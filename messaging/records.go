@@ -93,3 +93,5 @@ func getJSONBytes(b []byte, v any) (bool, error) {
 	}
 	return true, nil
 }
+
+func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/mtnode/mtnode/api"
 	"github.com/mtnode/mtnode/config"
+	"github.com/mtnode/mtnode/messaging"
 	"github.com/mtnode/mtnode/protocol"
 	"github.com/mtnode/mtnode/storage"
 )
@@ -82,8 +83,23 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
 			return nil, fmt.Errorf("listen http_addr %s: %w", cfg.HTTPAddr, err)
 		}
 	}
+	accessSecret, err := loadOrCreateSecret(meta, "access_secret")
+	if err != nil {
+		return nil, err
+	}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc := api.New(api.Options{DC: cfg.DC, PublicAddr: n.publicAddr, Logger: log})
+	notify := &notifier{log: log.With("component", "notify")}
+	machine := messaging.NewMachine(n.db.Table("msg"), notify)
+	notify.m.Store(machine)
+	svc := api.New(api.Options{
+		DC:          cfg.DC,
+		PublicAddr:  n.publicAddr,
+		Logger:      log,
+		Machine:     machine,
+		Access:      messaging.NewAccessHashes(accessSecret),
+		TestNumbers: true,
+		Codes:       api.LogCodeSender(log),
+	})
 	n.srv, err = protocol.NewServer(protocol.Options{
 		Config: protocol.Config{
 			DC:               cfg.DC,
@@ -103,6 +119,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	notify.srv.Store(n.srv)
 	if n.hln != nil {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {

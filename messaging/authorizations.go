@@ -1,0 +1,62 @@
+package messaging
+
+import (
+	"github.com/mtnode/mtnode/storage"
+)
+
+// Authorization ties a permanent auth key to the user signed in on it.
+//
+//	auth/<perm key id>           Authorization
+//	uauth/<uid>/<perm key id>    (empty) index of a user's authorizations
+type Authorization struct {
+	PermKeyID int64  `json:"perm_key_id"`
+	UserID    int64  `json:"user_id"`
+	Created   int64  `json:"created"`
+	Device    string `json:"device,omitempty"`
+	Platform  string `json:"platform,omitempty"`
+	App       string `json:"app,omitempty"`
+	APIID     int    `json:"api_id,omitempty"`
+	IP        string `json:"ip,omitempty"`
+	// Hash identifies the authorization to account.resetAuthorization;
+	// derived from env randomness when created, never 0.
+	Hash int64 `json:"hash"`
+}
+
+// GetAuthorization returns the authorization of a permanent key.
+func GetAuthorization(tx *storage.Txn, permKeyID int64) (*Authorization, bool, error) {
+	var a Authorization
+	found, err := getJSON(tx, key("auth", permKeyID), &a)
+	if !found || err != nil {
+		return nil, false, err
+	}
+	return &a, true, nil
+}
+
+// PutAuthorization stores an authorization and indexes it under its user.
+func PutAuthorization(tx *storage.Txn, a *Authorization) error {
+	if err := putJSON(tx, key("auth", a.PermKeyID), a); err != nil {
+		return err
+	}
+	return tx.Set(key("uauth", a.UserID, a.PermKeyID), nil)
+}
+
+// DeleteAuthorization removes an authorization and its index entry.
+func DeleteAuthorization(tx *storage.Txn, a *Authorization) error {
+	if err := tx.Delete(key("auth", a.PermKeyID)); err != nil {
+		return err
+	}
+	return tx.Delete(key("uauth", a.UserID, a.PermKeyID))
+}
+
+// UserAuthorizations lists the permanent key ids signed in as uid.
+func UserAuthorizations(tx *storage.Txn, uid int64) ([]int64, error) {
+	var out []int64
+	prefix := key("uauth", uid, "")
+	err := tx.Iterate(prefix, nil, false, func(k, _ []byte) (bool, error) {
+		if len(k) == len(prefix)+8 {
+			out = append(out, int64(beUint64(k[len(prefix):])))
+		}
+		return len(out) < 10000, nil
+	})
+	return out, err
+}
