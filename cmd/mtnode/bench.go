@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mtnode/mtnode/internal/loadgen"
 	"github.com/mtnode/mtnode/internal/mtclient"
@@ -32,9 +33,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		asJSON    = fs.Bool("json", false, "print the report as JSON instead of Markdown")
 		verbose   = fs.Bool("v", false, "log progress to stderr")
 	)
-	fs.DurationVar(&opts.Duration, "duration", 10_000_000_000, "length of each measured phase")
+	fs.DurationVar(&opts.Duration, "duration", 10*time.Second, "length of each measured phase")
 	fs.IntVar(&opts.IdleConns, "idle-conns", 1000, "idle connections to open for the idle scenario")
-	fs.IntVar(&opts.HandshakeWorkers, "handshake-workers", 8, "concurrent key exchanges (keep below the node's max_handshakes)")
+	fs.IntVar(&opts.HandshakeWorkers, "handshake-workers", 0, "concurrent key exchanges; 0 is twice GOMAXPROCS (keep below the node's max_handshakes)")
 	fs.IntVar(&opts.SetupConcurrency, "setup-concurrency", 16, "connections set up at once")
 	fs.IntVar(&opts.ServerProcs, "server-procs", 0, "GOMAXPROCS of the child node; 0 leaves the default")
 	fs.StringVar(&opts.Addr, "addr", "", "MTProto address of a running node; empty starts a child node")

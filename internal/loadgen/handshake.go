@@ -32,11 +32,14 @@ type HandshakeReport struct {
 	P50, P99, Max time.Duration
 	// ServerCPU is the node's CPU time (user+system, from
 	// process_cpu_seconds_total) over the window; 0 if unknown.
-	ServerCPU time.Duration
-	// ServerCPUPerOp is ServerCPU / OK: what one key costs the node.
+	// ServerCPUNet is the same less the idle node's own use
+	// (Report.ServerIdleCPU) over the window.
+	ServerCPU, ServerCPUNet time.Duration
+	// ServerCPUPerOp is ServerCPUNet / OK: what one key costs the node.
 	ServerCPUPerOp time.Duration
-	// PerServerCPUSecond is OK / ServerCPU: keys per core-second actually
-	// spent by the node, independent of how busy the client kept it.
+	// PerServerCPUSecond is OK / ServerCPUNet: keys per core-second
+	// actually spent by the node, independent of how busy the client kept
+	// it.
 	PerServerCPUSecond float64
 	// ClientCPU is the load generator's own CPU time over the window.
 	ClientCPU time.Duration
@@ -65,12 +68,9 @@ const exchangeTimeout = 30 * time.Second
 func runHandshakes(ctx context.Context, t *target, opts *Options, pool *keyPool) (*HandshakeReport, error) {
 	keys := []exchange.PublicKey{t.key}
 	rep := &HandshakeReport{Workers: opts.HandshakeWorkers}
-	var before samples
-	if t.metrics != nil {
-		var err error
-		if before, err = t.metrics.scrape(ctx); err != nil {
-			return nil, err
-		}
+	win, err := startCPUWindow(ctx, t.metrics)
+	if err != nil {
+		return nil, err
 	}
 	cpu0, cpuOK := selfCPU()
 	var (
@@ -121,21 +121,19 @@ func runHandshakes(ctx context.Context, t *target, opts *Options, pool *keyPool)
 	rep.OK, rep.Errors = ok.Load(), failed.Load()
 	rep.PerSec = perSec(float64(rep.OK), rep.Elapsed)
 	rep.P50, rep.P99, rep.Max = all.quantile(0.5), all.quantile(0.99), all.max
-	if t.metrics != nil {
-		after, err := t.metrics.scrape(ctx)
+	if win != nil {
+		after, raw, net, err := win.end(ctx, t.metrics, t.idleCPU)
 		if err != nil {
 			return nil, err
 		}
-		if d, ok := delta(before, after, mCPU); ok {
-			rep.ServerCPU = time.Duration(d * float64(time.Second))
-		}
-		rep.ServerOK = counterDelta(before, after, mHandshakesOK)
-		rep.ServerBusy = counterDelta(before, after, mHandshakesBy)
-		rep.ServerFailed = counterDelta(before, after, mHandshakesNo)
+		rep.ServerCPU, rep.ServerCPUNet = raw, net
+		rep.ServerOK = counterDelta(win.before, after, mHandshakesOK)
+		rep.ServerBusy = counterDelta(win.before, after, mHandshakesBy)
+		rep.ServerFailed = counterDelta(win.before, after, mHandshakesNo)
 	}
-	if rep.OK > 0 && rep.ServerCPU > 0 {
-		rep.ServerCPUPerOp = rep.ServerCPU / time.Duration(rep.OK)
-		rep.PerServerCPUSecond = float64(rep.OK) / rep.ServerCPU.Seconds()
+	if rep.OK > 0 && rep.ServerCPUNet > 0 {
+		rep.ServerCPUPerOp = rep.ServerCPUNet / time.Duration(rep.OK)
+		rep.PerServerCPUSecond = float64(rep.OK) / rep.ServerCPUNet.Seconds()
 	}
 	if rep.OK == 0 {
 		return rep, fmt.Errorf("no key exchange succeeded: %s", rep.FirstError)

@@ -60,8 +60,10 @@ type Options struct {
 	Conns []int
 	// IdleConns is how many idle connections the idle scenario opens; 1000.
 	IdleConns int
-	// HandshakeWorkers run key exchanges concurrently; 8. Keep it below the
-	// node's max_handshakes (64), or the excess gets -429.
+	// HandshakeWorkers run key exchanges concurrently; twice GOMAXPROCS
+	// (at most 32), since gotd's client work per key (factoring pq) is CPU
+	// bound and more workers would only queue for the CPU. Keep it below
+	// the node's max_handshakes (64), or the excess gets -429.
 	HandshakeWorkers int
 	// SetupConcurrency bounds connections being set up at once (each does
 	// its own key exchange); 16.
@@ -111,7 +113,7 @@ func (o *Options) setDefaults() {
 		o.IdleConns = 1000
 	}
 	if o.HandshakeWorkers <= 0 {
-		o.HandshakeWorkers = 8
+		o.HandshakeWorkers = min(2*runtime.GOMAXPROCS(0), 32)
 	}
 	if o.SetupConcurrency <= 0 {
 		o.SetupConcurrency = 16
@@ -148,6 +150,9 @@ type Report struct {
 	ClientProcs int
 	// ServerProcs is the node's GOMAXPROCS from its /metrics, 0 if unknown.
 	ServerProcs int
+	// ServerIdleCPU is the CPU the node used at rest before the first
+	// scenario, in cores; per-operation CPU figures are net of it.
+	ServerIdleCPU float64
 	// LoadAvgStart and LoadAvgEnd are /proc/loadavg's three load averages
 	// when the run started and ended (empty where there is none): other
 	// work on the machine shows up here and in every figure.
@@ -200,6 +205,10 @@ type target struct {
 	dc      int
 	key     telegram.PublicKey
 	metrics *scraper // nil if unknown
+	// idleCPU is the node's CPU use at rest, in seconds per second, and
+	// procs its GOMAXPROCS; both 0 if unknown.
+	idleCPU float64
+	procs   int
 }
 
 // Run performs the selected scenarios and returns what they measured. A
@@ -255,13 +264,10 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		}
 	}()
 	rep.Target = t.describe
-	if t.metrics != nil {
-		if s, err := t.metrics.scrape(ctx); err == nil {
-			if v, ok := s.get(mGOMAXPROCS); ok {
-				rep.ServerProcs = int(v)
-			}
-		}
+	if err := t.probeMetrics(ctx, log); err != nil {
+		return rep, err
 	}
+	rep.ServerProcs, rep.ServerIdleCPU = t.procs, t.idleCPU
 	rs := &runState{t: &t.target, opts: &opts, log: log, rep: rep,
 		pool: newKeyPool(&t.target, opts.HandshakeWorkers)}
 	if want(Handshake) {
@@ -284,6 +290,26 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		}
 	}
 	if want(Idle) {
+		if opts.Addr == "" && (want(Handshake) || want(Ping)) {
+			// A fresh node, so that the earlier scenarios' heap peak and
+			// sessions are not in the idle scenario's RSS and heap.
+			first := stop
+			stop = func() error { return nil }
+			if err := first(); err != nil {
+				return rep, err
+			}
+			nt, nstop, err := openTarget(ctx, &opts, log)
+			if err != nil {
+				return rep, err
+			}
+			t, stop = nt, nstop
+			if err := t.probeMetrics(ctx, log); err != nil {
+				return rep, err
+			}
+			rep.Target += "; a fresh one for the idle scenario"
+			rs.t = &t.target
+			rs.pool = newKeyPool(&t.target, opts.HandshakeWorkers)
+		}
 		if t.metrics == nil {
 			return rep, fmt.Errorf("idle: %w", ErrNoMetrics)
 		}
@@ -341,6 +367,23 @@ func openTarget(ctx context.Context, opts *Options, log *slog.Logger) (*openedTa
 		return nil, nil, err
 	}
 	return t, c.Close, nil
+}
+
+// probeMetrics reads the node's GOMAXPROCS and measures its idle CPU.
+func (t *target) probeMetrics(ctx context.Context, log *slog.Logger) error {
+	if t.metrics == nil {
+		return nil
+	}
+	s, err := t.metrics.scrape(ctx)
+	if err != nil {
+		return err
+	}
+	if v, ok := s.get(mGOMAXPROCS); ok {
+		t.procs = int(v)
+	}
+	log.Info("measuring the idle node's CPU", "for", idleSample)
+	t.idleCPU, err = measureIdleCPU(ctx, t.metrics)
+	return err
 }
 
 func (t *target) loadKey() error {

@@ -144,7 +144,7 @@ func TestOptionErrors(t *testing.T) {
 	for _, o := range []Options{
 		{Scenarios: []Scenario{"nope"}},
 		{Scenarios: []Scenario{Ping}, Conns: []int{0}},
-		{Scenarios: []Scenario{Ping}},                  // no binary, no address
+		{Scenarios: []Scenario{Ping}},                    // no binary, no address
 		{Scenarios: []Scenario{Ping}, Addr: "1.2.3.4:5"}, // no public key
 	} {
 		if _, err := Run(ctx, o); err == nil {

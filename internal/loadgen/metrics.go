@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // samples is one scrape of a Prometheus text endpoint, keyed by the series
@@ -116,4 +117,62 @@ func connsTotal(s samples) float64 {
 		}
 	}
 	return n
+}
+
+// idleSample is how long the idle node's own CPU use is sampled for.
+const idleSample = 3 * time.Second
+
+// measureIdleCPU returns the CPU the node uses while nobody talks to it,
+// in seconds per second (Badger's and the runtime's background work). It
+// is subtracted from the per-operation CPU figures.
+func measureIdleCPU(ctx context.Context, sc *scraper) (float64, error) {
+	t0 := time.Now()
+	s0, err := sc.scrape(ctx)
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case <-time.After(idleSample):
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	s1, err := sc.scrape(ctx)
+	if err != nil {
+		return 0, err
+	}
+	d, _ := delta(s0, s1, mCPU)
+	return max(d, 0) / time.Since(t0).Seconds(), nil
+}
+
+// cpuWindow is the node's CPU use between two scrapes.
+type cpuWindow struct {
+	start  time.Time
+	before samples
+}
+
+func startCPUWindow(ctx context.Context, sc *scraper) (*cpuWindow, error) {
+	if sc == nil {
+		return nil, nil
+	}
+	t := time.Now()
+	s, err := sc.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &cpuWindow{start: t, before: s}, nil
+}
+
+// end scrapes again and returns the scrape, the node's CPU time over the
+// window, and that time less what the idle node would have used (never
+// below zero).
+func (w *cpuWindow) end(ctx context.Context, sc *scraper, idle float64) (samples, time.Duration, time.Duration, error) {
+	s, err := sc.scrape(ctx)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	d, _ := delta(w.before, s, mCPU)
+	el := time.Since(w.start).Seconds()
+	raw := time.Duration(d * float64(time.Second))
+	net := time.Duration(max(d-idle*el, 0) * float64(time.Second))
+	return s, raw, net, nil
 }

@@ -38,9 +38,10 @@ type PingReport struct {
 	// throughput (CryptoReport.IGEBytesPerSec): the fraction of a core the
 	// cipher alone would need at this rate.
 	IGEShare float64
-	// ServerCPU is the node's CPU time over the window.
-	ServerCPU time.Duration
-	// ServerCPUPerPing is ServerCPU / Pings.
+	// ServerCPU is the node's CPU time over the window, and ServerCPUNet
+	// the same less the idle node's own use.
+	ServerCPU, ServerCPUNet time.Duration
+	// ServerCPUPerPing is ServerCPUNet / Pings.
 	ServerCPUPerPing time.Duration
 	// ServerAllocPerPing is bytes the node allocated per ping
 	// (go_memstats_alloc_bytes_total delta / Pings).
@@ -125,12 +126,9 @@ func runPingLevel(ctx context.Context, rs *runState, n int) (rep *PingReport, er
 
 func pingLevel(ctx context.Context, t *target, clients []*telegram.Client, opts *Options, ping pinger) (*PingReport, error) {
 	rep := &PingReport{Conns: len(clients)}
-	var before samples
-	if t.metrics != nil {
-		var err error
-		if before, err = t.metrics.scrape(ctx); err != nil {
-			return nil, err
-		}
+	win, err := startCPUWindow(ctx, t.metrics)
+	if err != nil {
+		return nil, err
 	}
 	cpu0, cpuOK := selfCPU()
 	r0, w0, ioOK := selfIO()
@@ -192,19 +190,17 @@ func pingLevel(ctx context.Context, t *target, clients []*telegram.Client, opts 
 		rep.WireBytesPerPing = float64((r1-r0)+(w1-w0)) / float64(rep.Pings)
 		rep.WireBytesPerSec = rep.WireBytesPerPing * rep.PerSec
 	}
-	if t.metrics != nil {
-		after, err := t.metrics.scrape(ctx)
+	if win != nil {
+		after, raw, net, err := win.end(ctx, t.metrics, t.idleCPU)
 		if err != nil {
 			return nil, err
 		}
-		if d, ok := delta(before, after, mCPU); ok {
-			rep.ServerCPU = time.Duration(d * float64(time.Second))
-			rep.ServerCPUPerPing = rep.ServerCPU / time.Duration(rep.Pings)
-		}
-		if d, ok := delta(before, after, mAllocTotal); ok {
+		rep.ServerCPU, rep.ServerCPUNet = raw, net
+		rep.ServerCPUPerPing = net / time.Duration(rep.Pings)
+		if d, ok := delta(win.before, after, mAllocTotal); ok {
 			rep.ServerAllocPerPing = d / float64(rep.Pings)
 		}
-		rep.Redials = connsTotal(after) - connsTotal(before)
+		rep.Redials = connsTotal(after) - connsTotal(win.before)
 	}
 	return rep, nil
 }

@@ -17,7 +17,7 @@ func (r *Report) Markdown(w io.Writer) error {
 		if r.ServerProcs > 0 {
 			procs = fmt.Sprint(r.ServerProcs)
 		}
-		p.f("; node: %s, GOMAXPROCS %s", r.Target, procs)
+		p.f("; node: %s, GOMAXPROCS %s, idle CPU %.1f%% of a core", r.Target, procs, 100*r.ServerIdleCPU)
 	}
 	p.f("; transport %s, %s per phase.\n\n", r.Transport, r.Duration)
 
@@ -38,10 +38,11 @@ func (r *Report) Markdown(w io.Writer) error {
 	}
 	if h := r.Handshake; h != nil {
 		p.f("### Auth key creation (%d concurrent gotd exchange clients, fresh TCP connection each)\n\n", h.Workers)
-		p.f("| keys | errors | keys/s | keys/s per node core | p50 | p99 | max | node CPU/key | keys per node CPU-second | client CPU |\n")
-		p.f("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		p.f("| %d | %d | %.1f | %.1f | %s | %s | %s | %s | %.1f | %.1fs |\n\n",
+		p.f("| keys | errors | keys/s | keys/s per node core | p50 | p99 | max | node CPU (raw, net of idle) | node CPU/key | keys per node CPU-second | client CPU |\n")
+		p.f("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p.f("| %d | %d | %.2f | %.2f | %s | %s | %s | %.2fs, %.2fs | %s | %.1f | %.1fs |\n\n",
 			h.OK, h.Errors, h.PerSec, h.PerCore, ms(h.P50), ms(h.P99), ms(h.Max),
+			h.ServerCPU.Seconds(), h.ServerCPUNet.Seconds(),
 			us(h.ServerCPUPerOp), h.PerServerCPUSecond, h.ClientCPU.Seconds())
 		if h.FloorRatio > 0 {
 			p.f("Achieved / floor: %.2f per node core (keys/s ÷ GOMAXPROCS), %.2f per node CPU-second.", h.FloorRatio, h.CPUFloorRatio)
@@ -61,7 +62,7 @@ func (r *Report) Markdown(w io.Writer) error {
 		if r.PingNote != "" {
 			p.f("Note: %s.\n\n", r.PingNote)
 		}
-		p.f("| conns | RTT/s | p50 | p99 | max | errors | redials | node CPU/RTT | node alloc/RTT | wire B/RTT | IGE share of a core | crypto share of node CPU | achieved/floor per core | setup |\n")
+		p.f("| conns | RTT/s | p50 | p99 | max | errors | redials | node CPU/RTT (net) | node alloc/RTT | wire B/RTT | IGE share of a core | crypto share of node CPU | achieved/floor per core | setup |\n")
 		p.f("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, x := range r.Ping {
 			p.f("| %d | %.0f | %s | %s | %s | %d | %.0f | %s | %.0f B | %.0f | %s | %s | %s | %.1fs |\n",
@@ -91,7 +92,8 @@ func (r *Report) Markdown(w io.Writer) error {
 		row("after", i.After)
 		p.f("| **per connection** | **%s** | **%s** | %s | **%s** | %.2f | 1 |\n\n",
 			kb(i.RSSPerConn), kb(i.HeapInusePerConn), kb(i.HeapAllocPerConn), kb(i.StackPerConn), i.GoroutinesPerConn)
-		p.f("Both samples were taken right after a node GC, forced by %d clients pinging (%d pings in all).\n", i.NudgeConns, i.NudgePings)
+		p.f("Both samples were taken right after a node GC, forced by %d clients doing round trips (%d in all). "+
+			"Connections share auth keys, %d sessions per key.\n", i.NudgeConns, i.NudgePings, sessionsPerKey)
 	}
 	return p.err
 }
