@@ -1,6 +1,7 @@
 // Command mtnode runs a Telegram-compatible messaging server node.
 //
 //	mtnode run [flags]   serve a node (a one-node DC by default)
+//	mtnode client ...    a small command-line client (login, send, history, listen)
 //	mtnode version       print the version
 //	mtnode help          print usage
 package main
@@ -29,6 +30,7 @@ const usage = `mtnode: a Telegram-compatible messaging server.
 Usage:
   mtnode run [flags]    serve a node; with no flags, a one-node DC on loopback
   mtnode bench [flags]  measure a node under load (see BENCHMARKS.md)
+  mtnode client CMD     try a node: login, send, history, listen ("mtnode client help")
   mtnode version        print the version
   mtnode help           print this help
 
@@ -46,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runNode(args[1:], stderr)
 	case "bench":
 		return runBench(args[1:], stdout, stderr)
+	case "client":
+		return runClient(args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mtnode", version())
 		return 0
