@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -107,6 +108,8 @@ type Config struct {
 	Log Log `toml:"log"`
 	// Protocol bounds what clients may cost the node.
 	Protocol Protocol `toml:"protocol"`
+	// Auth configures sign-in: login codes and how they reach people.
+	Auth Auth `toml:"auth"`
 }
 
 // Log selects level and format of the node's slog logger.
@@ -134,6 +137,46 @@ type Protocol struct {
 	// MaxFrameSize is the largest transport frame accepted; larger frames
 	// close the connection before their body is buffered.
 	MaxFrameSize int `toml:"max_frame_size"`
+}
+
+// Auth configures sign-in by phone number and login code.
+type Auth struct {
+	// TestNumbers lets phone numbers 99966XYYYY sign in with the code X
+	// repeated, as Telegram's test servers do (gotd's auth.Test flow relies
+	// on it). "on", "off", or "auto": on when ClientAddr is a loopback
+	// address, so a development node works out of the box and a public one
+	// does not hand out accounts to anyone who knows the rule.
+	TestNumbers string `toml:"test_numbers"`
+	// CodeSender delivers login codes: "log" writes them to the node's log
+	// (development), "webhook" POSTs {"phone","code"} as JSON to WebhookURL
+	// for the operator's SMS gateway.
+	CodeSender string `toml:"code_sender"`
+	// WebhookURL is where the webhook sender posts; http or https.
+	WebhookURL string `toml:"webhook_url"`
+	// CodeTTL is how long a login code works.
+	CodeTTL Duration `toml:"code_ttl"`
+	// CodeLength is the number of digits of a login code.
+	CodeLength int `toml:"code_length"`
+}
+
+// TestNumbersEnabled resolves Auth.TestNumbers: "auto" is on only when the
+// client listener is bound to a loopback address.
+func (c *Config) TestNumbersEnabled() bool {
+	switch c.Auth.TestNumbers {
+	case "on":
+		return true
+	case "auto":
+		host, _, err := net.SplitHostPort(c.ClientAddr)
+		if err != nil {
+			return false
+		}
+		if host == "localhost" {
+			return true
+		}
+		ip, err := netip.ParseAddr(host)
+		return err == nil && ip.IsLoopback()
+	}
+	return false
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s") in
@@ -180,6 +223,13 @@ func Default() Config {
 			HandshakeTimeout: Duration{30 * time.Second},
 			MaxFrameSize:     1<<20 + 4096,
 		},
+		Auth: Auth{
+			TestNumbers: "auto",
+			CodeSender:  "log",
+			WebhookURL:  "",
+			CodeTTL:     Duration{5 * time.Minute},
+			CodeLength:  5,
+		},
 	}
 }
 
@@ -192,6 +242,10 @@ const (
 	minHandshakeTO, maxHandshakeTO = 100 * time.Millisecond, 10 * time.Minute
 	minFrameSize, maxFrameSize     = 1024, 16 << 20
 	maxPort                        = 65535
+	minCodeTTL, maxCodeTTL         = 30 * time.Second, time.Hour
+	minCodeLength, maxCodeLength   = 4, 8
+	testNumbersNames               = "auto, on, off"
+	codeSenderNames                = "log, webhook"
 	levelNames                     = "debug, info, warn, error"
 	formatNames                    = "text, json"
 )
@@ -317,7 +371,45 @@ func fields() []field {
 		{"protocol.max_frame_size", func(c *Config) any { return &c.Protocol.MaxFrameSize }, func(c *Config) string {
 			return checkIntRange(c.Protocol.MaxFrameSize, minFrameSize, maxFrameSize)
 		}},
+		{"auth.test_numbers", func(c *Config) any { return &c.Auth.TestNumbers }, func(c *Config) string {
+			switch c.Auth.TestNumbers {
+			case "auto", "on", "off":
+				return ""
+			}
+			return "must be one of " + testNumbersNames
+		}},
+		{"auth.code_sender", func(c *Config) any { return &c.Auth.CodeSender }, func(c *Config) string {
+			if c.Auth.CodeSender != "log" && c.Auth.CodeSender != "webhook" {
+				return "must be one of " + codeSenderNames
+			}
+			return ""
+		}},
+		{"auth.webhook_url", func(c *Config) any { return &c.Auth.WebhookURL }, func(c *Config) string {
+			return checkWebhookURL(c.Auth.WebhookURL, c.Auth.CodeSender == "webhook")
+		}},
+		{"auth.code_ttl", func(c *Config) any { return &c.Auth.CodeTTL }, func(c *Config) string {
+			return checkDurationRange(c.Auth.CodeTTL.Duration, minCodeTTL, maxCodeTTL)
+		}},
+		{"auth.code_length", func(c *Config) any { return &c.Auth.CodeLength }, func(c *Config) string {
+			return checkIntRange(c.Auth.CodeLength, minCodeLength, maxCodeLength)
+		}},
 	}
+}
+
+// checkWebhookURL requires an absolute http(s) URL when the webhook sender
+// is chosen; an empty URL is fine otherwise.
+func checkWebhookURL(s string, required bool) string {
+	if s == "" {
+		if required {
+			return "must be set when auth.code_sender is webhook"
+		}
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "must be an http:// or https:// URL"
+	}
+	return ""
 }
 
 // lookupField finds a field by dotted key.

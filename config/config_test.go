@@ -186,6 +186,11 @@ func TestEveryKeyFromEveryLayer(t *testing.T) {
 		"protocol.idle_timeout":      {"100ms", `"100ms"`, func(c *Config) bool { return c.Protocol.IdleTimeout.Duration == 100*time.Millisecond }},
 		"protocol.handshake_timeout": {"10m", `"10m"`, func(c *Config) bool { return c.Protocol.HandshakeTimeout.Duration == 10*time.Minute }},
 		"protocol.max_frame_size":    {"1024", `1024`, func(c *Config) bool { return c.Protocol.MaxFrameSize == 1024 }},
+		"auth.test_numbers":          {"off", `"off"`, func(c *Config) bool { return c.Auth.TestNumbers == "off" }},
+		"auth.code_sender":           {"log", `"log"`, func(c *Config) bool { return c.Auth.CodeSender == "log" }},
+		"auth.webhook_url":           {"https://sms.example/send", `"https://sms.example/send"`, func(c *Config) bool { return c.Auth.WebhookURL == "https://sms.example/send" }},
+		"auth.code_ttl":              {"1h", `"1h"`, func(c *Config) bool { return c.Auth.CodeTTL.Duration == time.Hour }},
+		"auth.code_length":           {"8", `8`, func(c *Config) bool { return c.Auth.CodeLength == 8 }},
 	}
 	flagFor := map[string]string{}
 	for _, b := range flagBindings() {
@@ -378,6 +383,36 @@ func TestInvalidValues(t *testing.T) {
 			want: `config: flag --log-format: log.format = "xml": must be one of text, json`,
 		},
 		{
+			name: "test numbers",
+			env:  []string{"MTNODE_AUTH_TEST_NUMBERS=yes"},
+			want: `config: env MTNODE_AUTH_TEST_NUMBERS: auth.test_numbers = "yes": must be one of auto, on, off`,
+		},
+		{
+			name: "code sender",
+			file: "[auth]\ncode_sender = \"sms\"\n",
+			want: `config: PATH:2: auth.code_sender = "sms": must be one of log, webhook`,
+		},
+		{
+			name: "webhook without url",
+			file: "[auth]\ncode_sender = \"webhook\"\n",
+			want: `config: auth.webhook_url = "": must be set when auth.code_sender is webhook`,
+		},
+		{
+			name: "webhook url scheme",
+			env:  []string{"MTNODE_AUTH_WEBHOOK_URL=ftp://sms.example/"},
+			want: `config: env MTNODE_AUTH_WEBHOOK_URL: auth.webhook_url = "ftp://sms.example/": must be an http:// or https:// URL`,
+		},
+		{
+			name: "code ttl",
+			env:  []string{"MTNODE_AUTH_CODE_TTL=5s"},
+			want: `config: env MTNODE_AUTH_CODE_TTL: auth.code_ttl = "5s": must be between 30s and 1h0m0s`,
+		},
+		{
+			name: "code length",
+			file: "[auth]\ncode_length = 3\n",
+			want: `config: PATH:2: auth.code_length = 3: must be between 4 and 8`,
+		},
+		{
 			name: "empty data dir",
 			env:  []string{"MTNODE_DATA_DIR="},
 			want: `config: env MTNODE_DATA_DIR: data_dir = "": must not be empty`,
@@ -542,5 +577,27 @@ func TestDurationText(t *testing.T) {
 	}
 	if err := d.Set("soon"); !errors.Is(err, ErrInvalidValue) {
 		t.Fatalf("Set(soon) = %v", err)
+	}
+}
+
+func TestTestNumbersEnabled(t *testing.T) {
+	for _, tc := range []struct {
+		mode, addr string
+		want       bool
+	}{
+		{"auto", "127.0.0.1:4430", true},
+		{"auto", "[::1]:0", true},
+		{"auto", "localhost:4430", true},
+		{"auto", "0.0.0.0:443", false},
+		{"auto", ":443", false},
+		{"auto", "10.1.2.3:443", false},
+		{"on", "0.0.0.0:443", true},
+		{"off", "127.0.0.1:4430", false},
+	} {
+		c := Default()
+		c.Auth.TestNumbers, c.ClientAddr = tc.mode, tc.addr
+		if got := c.TestNumbersEnabled(); got != tc.want {
+			t.Errorf("%s on %s: %v", tc.mode, tc.addr, got)
+		}
 	}
 }
