@@ -41,6 +41,10 @@ type Options struct {
 	TestNumbers bool
 	// Codes delivers login codes.
 	Codes CodeSender
+	// CodeLength is the digits of a login code (default 5).
+	CodeLength int
+	// CodeTTL is how long a login code works (default 5 minutes).
+	CodeTTL time.Duration
 }
 
 // CodeSender delivers a login code to a phone number. Implementations must
@@ -67,6 +71,15 @@ func New(opts Options) *Service {
 	}
 	if opts.Rand == nil {
 		opts.Rand = rand.Reader
+	}
+	if opts.CodeLength == 0 {
+		opts.CodeLength = 5
+	}
+	if opts.CodeTTL == 0 {
+		opts.CodeTTL = 5 * time.Minute
+	}
+	if opts.Codes == nil {
+		opts.Codes = LogCodeSender(opts.Logger)
 	}
 	s := &Service{opts: opts, log: opts.Logger.With("component", "api"), m: opts.Machine}
 	s.d = tg.NewServerDispatcher(s.unknownMethod)
