@@ -38,12 +38,12 @@ func (r *Report) Markdown(w io.Writer) error {
 	}
 	if h := r.Handshake; h != nil {
 		p.f("### Auth key creation (%d concurrent gotd exchange clients, fresh TCP connection each)\n\n", h.Workers)
-		p.f("| keys | errors | keys/s | keys/s per node core | p50 | p99 | max | node CPU (raw, net of idle) | node CPU/key | keys per node CPU-second | client CPU |\n")
-		p.f("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		p.f("| %d | %d | %.2f | %.2f | %s | %s | %s | %.2fs, %.2fs | %s | %.1f | %.1fs |\n\n",
+		p.f("| keys | errors | keys/s | keys/s per node core | p50 | p99 | max | cores busy: node, client | node CPU/key (net) | keys per node CPU-second |\n")
+		p.f("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p.f("| %d | %d | %.2f | %.2f | %s | %s | %s | %s, %s | %s | %.1f |\n\n",
 			h.OK, h.Errors, h.PerSec, h.PerCore, ms(h.P50), ms(h.P99), ms(h.Max),
-			h.ServerCPU.Seconds(), h.ServerCPUNet.Seconds(),
-			us(h.ServerCPUPerOp), h.PerServerCPUSecond, h.ClientCPU.Seconds())
+			cores(h.ServerCPU, h.Elapsed), cores(h.ClientCPU, h.Elapsed),
+			us(h.ServerCPUPerOp), h.PerServerCPUSecond)
 		if h.FloorRatio > 0 {
 			p.f("Achieved / floor: %.2f per node core (keys/s ÷ GOMAXPROCS), %.2f per node CPU-second.", h.FloorRatio, h.CPUFloorRatio)
 		}
@@ -62,11 +62,12 @@ func (r *Report) Markdown(w io.Writer) error {
 		if r.PingNote != "" {
 			p.f("Note: %s.\n\n", r.PingNote)
 		}
-		p.f("| conns | RTT/s | p50 | p99 | max | errors | redials | node CPU/RTT (net) | node alloc/RTT | wire B/RTT | IGE share of a core | crypto share of node CPU | achieved/floor per core | setup |\n")
-		p.f("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p.f("| conns | RTT/s | p50 | p99 | max | errors | redials | cores busy: node, client | node CPU/RTT (net) | node alloc/RTT | wire B/RTT | IGE share of a core | crypto share of node CPU | achieved/floor per core | setup |\n")
+		p.f("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, x := range r.Ping {
-			p.f("| %d | %.0f | %s | %s | %s | %d | %.0f | %s | %.0f B | %.0f | %s | %s | %s | %.1fs |\n",
+			p.f("| %d | %.0f | %s | %s | %s | %d | %.0f | %s, %s | %s | %.0f B | %.0f | %s | %s | %s | %.1fs |\n",
 				x.Conns, x.PerSec, ms(x.P50), ms(x.P99), ms(x.Max), x.Errors, x.Redials,
+				cores(x.ServerCPU, x.Elapsed), cores(x.ClientCPU, x.Elapsed),
 				us(x.ServerCPUPerPing), x.ServerAllocPerPing, x.WireBytesPerPing,
 				pct(x.IGEShare), pct(x.CryptoShare), ratio(x.FloorRatio), x.Setup.Seconds())
 		}
@@ -141,6 +142,14 @@ func ratio(f float64) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.2f", f)
+}
+
+// cores is CPU time per wall time, as a number of busy cores.
+func cores(cpu, wall time.Duration) string {
+	if cpu <= 0 || wall <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", cpu.Seconds()/wall.Seconds())
 }
 
 func mb(b float64) string { return fmt.Sprintf("%.1f MB", b/1e6) }
