@@ -62,13 +62,13 @@ func (r *Report) Markdown(w io.Writer) error {
 		if r.PingNote != "" {
 			p.f("Note: %s.\n\n", r.PingNote)
 		}
-		p.f("| conns | RTT/s | p50 | p99 | max | errors | redials | cores busy: node, client | node CPU/RTT (net) | node alloc/RTT | wire B/RTT | IGE share of a core | crypto share of node CPU | achieved/floor per core | setup |\n")
-		p.f("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p.f("| conns | RTT/s | p50 | p99 | max | errors | redials | cores busy: node, client | node CPU/RTT (net) | RTT per node CPU-second | node alloc/RTT | wire B/RTT | IGE share of a core | crypto share of node CPU | achieved/floor per core | setup |\n")
+		p.f("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, x := range r.Ping {
-			p.f("| %d | %.0f | %s | %s | %s | %d | %.0f | %s, %s | %s | %.0f B | %.0f | %s | %s | %s | %.1fs |\n",
+			p.f("| %d | %.0f | %s | %s | %s | %d | %.0f | %s, %s | %s | %.0f | %.0f B | %.0f | %s | %s | %s | %.1fs |\n",
 				x.Conns, x.PerSec, ms(x.P50), ms(x.P99), ms(x.Max), x.Errors, x.Redials,
 				cores(x.ServerCPU, x.Elapsed), cores(x.ClientCPU, x.Elapsed),
-				us(x.ServerCPUPerPing), x.ServerAllocPerPing, x.WireBytesPerPing,
+				us(x.ServerCPUPerPing), perSec(1, x.ServerCPUPerPing), x.ServerAllocPerPing, x.WireBytesPerPing,
 				pct(x.IGEShare), pct(x.CryptoShare), ratio(x.FloorRatio), x.Setup.Seconds())
 		}
 		for _, x := range r.Ping {
