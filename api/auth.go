@@ -3,11 +3,14 @@ package api
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"github.com/gotd/td/tg"
 	"github.com/gotd/td/tgerr"
 
 	"github.com/mtnode/mtnode/messaging"
+	"github.com/mtnode/mtnode/protocol"
+	"github.com/mtnode/mtnode/storage"
 )
 
 // Sign-in errors answered before any command runs.
@@ -56,13 +59,70 @@ func (s *Service) commandError(method string, err error) error {
 	return s.internal(method, err)
 }
 
-// device describes the calling app from its initConnection.
-func device(ctx context.Context) messaging.Device {
-	call := callFrom(ctx)
+// viewState runs fn on a consistent snapshot. A Telegram error fn returns
+// reaches the client as is; anything else is logged and answered INTERNAL.
+func (s *Service) viewState(method string, fn func(tx *storage.Txn) error) error {
+	err := s.m.View(fn)
+	if err == nil {
+		return nil
+	}
+	var te *tgerr.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	return s.internal(method, err)
+}
+
+// clientInfos remembers the initConnection of each auth key. Clients send
+// initConnection once per connection, with its first call (gotd wraps
+// help.getConfig in it), while the device an authorization records is
+// needed at auth.signIn, a later call. It is bounded: when full, an
+// arbitrary entry makes room, which costs at worst a blank device name.
+type clientInfos struct {
+	mu sync.Mutex
+	m  map[int64]*protocol.ClientInfo
+}
+
+// clientInfosMax bounds clientInfos; a few MiB at most.
+const clientInfosMax = 1 << 16
+
+func (c *clientInfos) remember(call *protocol.Call) {
 	if call == nil || call.Client == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[int64]*protocol.ClientInfo)
+	}
+	if _, ok := c.m[call.AuthKeyID]; !ok && len(c.m) >= clientInfosMax {
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[call.AuthKeyID] = call.Client
+}
+
+func (c *clientInfos) get(authKeyID int64) *protocol.ClientInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[authKeyID]
+}
+
+// device describes the calling app from its initConnection.
+func (s *Service) device(ctx context.Context) messaging.Device {
+	call := callFrom(ctx)
+	if call == nil {
 		return messaging.Device{}
 	}
 	c := call.Client
+	if c == nil {
+		c = s.clients.get(call.AuthKeyID)
+	}
+	if c == nil {
+		return messaging.Device{}
+	}
 	return messaging.Device{Model: c.DeviceModel, System: c.SystemVersion, App: c.AppVersion, APIID: c.APIID}
 }
 
@@ -152,7 +212,7 @@ func (s *Service) authSignIn(ctx context.Context, req *tg.AuthSignInRequest) (tg
 	}
 	res, err := s.applyCommand(ctx, "auth.signIn", messaging.SignIn{
 		Phone: phone, Hash: req.PhoneCodeHash, Code: req.PhoneCode,
-		PermKeyID: perm, Device: device(ctx),
+		PermKeyID: perm, Device: s.device(ctx),
 	})
 	if err != nil {
 		return nil, err
@@ -175,7 +235,7 @@ func (s *Service) authSignUp(ctx context.Context, req *tg.AuthSignUpRequest) (tg
 	res, err := s.applyCommand(ctx, "auth.signUp", messaging.SignUp{
 		Phone: phone, Hash: req.PhoneCodeHash,
 		FirstName: req.FirstName, LastName: req.LastName,
-		DC: s.opts.DC, PermKeyID: perm, Device: device(ctx),
+		DC: s.opts.DC, PermKeyID: perm, Device: s.device(ctx),
 	})
 	if err != nil {
 		return nil, err

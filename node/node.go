@@ -97,8 +97,10 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
 		Logger:      log,
 		Machine:     machine,
 		Access:      messaging.NewAccessHashes(accessSecret),
-		TestNumbers: true,
-		Codes:       api.LogCodeSender(log),
+		TestNumbers: cfg.TestNumbersEnabled(),
+		Codes:       codeSender(cfg, log),
+		CodeLength:  cfg.Auth.CodeLength,
+		CodeTTL:     cfg.Auth.CodeTTL.Duration,
 	})
 	n.srv, err = protocol.NewServer(protocol.Options{
 		Config: protocol.Config{
@@ -215,6 +217,14 @@ func (n *Node) Close() error {
 		}
 	})
 	return n.closeErr
+}
+
+// codeSender picks the login code delivery configured in [auth].
+func codeSender(cfg *config.Config, log *slog.Logger) api.CodeSender {
+	if cfg.Auth.CodeSender == "webhook" {
+		return api.WebhookCodeSender(cfg.Auth.WebhookURL, nil)
+	}
+	return api.LogCodeSender(log)
 }
 
 func addrString(a net.Addr) string {
