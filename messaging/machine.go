@@ -113,3 +113,12 @@ func (m *Machine) Apply(ctx context.Context, cmd Command, env Env) (any, error) 
 func (m *Machine) View(fn func(tx *storage.Txn) error) error {
 	return m.table.View(fn)
 }
+
+// Publish hands ephemeral events (typing) straight to the notifier. They
+// change no state and are never stored, so they take no transaction and,
+// in a cluster, no log entry.
+func (m *Machine) Publish(events []Event) {
+	if len(events) > 0 && m.notifier != nil {
+		m.notifier.Notify(events)
+	}
+}
