@@ -122,6 +122,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
 		return nil, err
 	}
 	notify.srv.Store(n.srv)
+	notify.render.Store(renderer(svc))
 	if n.hln != nil {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -3,37 +3,39 @@ package node
 import (
 	"log/slog"
 	"sync/atomic"
-	"time"
 
 	"github.com/gotd/td/bin"
-	"github.com/gotd/td/tg"
 
 	"github.com/mtnode/mtnode/messaging"
 	"github.com/mtnode/mtnode/protocol"
 	"github.com/mtnode/mtnode/storage"
 )
 
+// renderer turns a committed event into the TL a session is pushed; the
+// api package owns the forms Telegram uses (short updates, users).
+type renderer interface {
+	RenderEvent(ev messaging.Event) (bin.Encoder, error)
+}
+
 // notifier pushes committed messaging events to the live sessions of each
-// user's authorizations. Pushes are best effort: pts in the update log is
-// the truth and clients fill gaps with updates.getDifference.
+// user's authorizations, except the one (ExceptAuth) whose RPC answer
+// already carries the update. Pushes are best effort: pts in the update
+// log is the truth and clients fill gaps with updates.getDifference.
 type notifier struct {
-	srv atomic.Pointer[protocol.Server]
-	m   atomic.Pointer[messaging.Machine]
-	log *slog.Logger
+	srv    atomic.Pointer[protocol.Server]
+	m      atomic.Pointer[messaging.Machine]
+	render atomic.Value // renderer
+	log    *slog.Logger
 }
 
 // Notify implements messaging.Notifier.
 func (n *notifier) Notify(events []messaging.Event) {
 	srv, m := n.srv.Load(), n.m.Load()
-	if srv == nil || m == nil {
+	r, _ := n.render.Load().(renderer)
+	if srv == nil || m == nil || r == nil {
 		return
 	}
 	for _, ev := range events {
-		upd, err := tg.DecodeUpdate(&bin.Buffer{Buf: ev.Update})
-		if err != nil {
-			n.log.Error("decode event", "err", err)
-			continue
-		}
 		var perms []int64
 		if err := m.View(func(tx *storage.Txn) error {
 			var err error
@@ -43,7 +45,14 @@ func (n *notifier) Notify(events []messaging.Event) {
 			n.log.Error("list authorizations", "err", err)
 			continue
 		}
-		msg := &tg.Updates{Updates: []tg.UpdateClass{upd}, Date: int(time.Now().Unix())}
+		if len(perms) == 0 || (len(perms) == 1 && perms[0] == ev.ExceptAuth) {
+			continue
+		}
+		msg, err := r.RenderEvent(ev)
+		if err != nil {
+			n.log.Error("render event", "user", ev.UserID, "pts", ev.Pts, "err", err)
+			continue
+		}
 		for _, perm := range perms {
 			if perm != ev.ExceptAuth {
 				srv.PushPerm(perm, msg)
