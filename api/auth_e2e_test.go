@@ -90,11 +90,39 @@ type peer struct {
 	self    *tg.User
 }
 
-// connect starts a gotd client against n, introducing itself as device,
-// and waits until it is connected.
-func connect(t *testing.T, n *node.Node, device string) *peer {
+// connect starts gotd clients against n, one per device name, and waits
+// until all are connected. They connect in parallel: the key exchange is
+// the slow part.
+func connect(t *testing.T, n *node.Node, devices ...string) []*peer {
 	t.Helper()
-	p := &peer{updates: make(chan tg.UpdatesClass, 16)}
+	peers := make([]*peer, len(devices))
+	readies := make([]chan error, len(devices))
+	for i, device := range devices {
+		p, ready, stop, err := startPeer(n, device)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stop)
+		peers[i], readies[i] = p, ready
+	}
+	timeout := time.After(60 * time.Second)
+	for i, ready := range readies {
+		select {
+		case err := <-ready:
+			if err != nil {
+				t.Fatalf("client %s: %v", devices[i], err)
+			}
+		case <-timeout:
+			t.Fatalf("client %s did not connect", devices[i])
+		}
+	}
+	return peers
+}
+
+// startPeer runs a client until stop; ready gets nil once it is connected,
+// or the error it stopped with.
+func startPeer(n *node.Node, device string) (p *peer, ready chan error, stop func(), err error) {
+	p = &peer{updates: make(chan tg.UpdatesClass, 16)}
 	c, err := mtclient.New(mtclient.Options{
 		Addr:          n.ClientAddr().String(),
 		PublicKeyFile: n.PublicKeyPath(),
@@ -110,32 +138,24 @@ func connect(t *testing.T, n *node.Node, device string) *peer {
 		},
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, nil, err
 	}
 	p.c, p.api = c, c.API()
 	ctx, cancel := context.WithCancel(context.Background())
-	ready, done := make(chan struct{}), make(chan error, 1)
+	ready, done := make(chan error, 2), make(chan struct{})
 	go func() {
-		done <- c.Run(ctx, func(ctx context.Context) error {
-			close(ready)
+		defer close(done)
+		err := c.Run(ctx, func(ctx context.Context) error {
+			ready <- nil
 			<-ctx.Done()
 			return nil
 		})
+		if err == nil {
+			err = errors.New("client stopped")
+		}
+		ready <- err
 	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("client run: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("client did not connect")
-	}
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return p
+	return p, ready, func() { cancel(); <-done }, nil
 }
 
 // login runs gotd's own auth flow for a test number: sign-up when the
@@ -170,13 +190,16 @@ func wantRPC(t *testing.T, what string, err error, code int, msg string) *tgerr.
 	return te
 }
 
-// TestSignUpSignInAndSessions drives the login API with gotd clients: two
-// users sign up through gotd's auth.Test flow, one signs in on a second
-// device, the bad-code paths and the sendCode flood limit answer as
-// Telegram does, and one device logs the other out.
-func TestSignUpSignInAndSessions(t *testing.T) {
+// TestAccountsEndToEnd drives the account API with gotd clients on one
+// node (clients are reused: their key exchange is the expensive part).
+// Users A (two devices), B and C sign up through gotd's auth flow; the
+// bad-code paths and the sendCode flood limit answer as Telegram does;
+// contacts, access hashes, usernames and the block list work across users
+// (testContacts); and sessions end by reset and log out.
+func TestAccountsEndToEnd(t *testing.T) {
 	n, logs := testNode(t, nil)
-	a1, a2, b, c := connect(t, n, "A1"), connect(t, n, "A2"), connect(t, n, "B"), connect(t, n, "C")
+	peers := connect(t, n, "A1", "A2", "B", "C")
+	a1, a2, b, c := peers[0], peers[1], peers[2], peers[3]
 	ctx := testCtx(t)
 
 	// A call needing a user on a fresh key.
@@ -245,6 +268,13 @@ func TestSignUpSignInAndSessions(t *testing.T) {
 			t.Fatalf("flood wait %d s", te.Argument)
 		}
 	})
+
+	// C, so far only a key, signs up too; the three users meet.
+	c.login(t, auth.TestUser("9996610103", 1))
+	if c.self.ID == a1.self.ID || c.self.ID == b.self.ID {
+		t.Fatalf("C signed in as an existing user: %+v", c.self)
+	}
+	t.Run("contacts", func(t *testing.T) { testContacts(t, a1, a2, b, c) })
 
 	t.Run("authorizations", func(t *testing.T) {
 		ctx := testCtx(t)
@@ -338,7 +368,7 @@ func TestWebhookDeliversRandomCodes(t *testing.T) {
 		c.Auth.CodeLength = 8
 		c.Auth.TestNumbers = "off"
 	})
-	p := connect(t, n, "W")
+	p := connect(t, n, "W")[0]
 	var code string
 	p.login(t, signUpAuth{phone: "+1 555 010 0000", code: func(ctx context.Context, sent *tg.AuthSentCode) (string, error) {
 		if typ, ok := sent.Type.(*tg.AuthSentCodeTypeSMS); !ok || typ.Length != 8 {
