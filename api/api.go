@@ -59,8 +59,6 @@ type Service struct {
 	log  *slog.Logger
 	d    *tg.ServerDispatcher
 	m    *messaging.Machine
-	// clients remembers each key's initConnection (see clientInfos).
-	clients clientInfos
 }
 
 // New builds the Service and registers every method it serves.
@@ -107,7 +105,6 @@ func callFrom(ctx context.Context) *protocol.Call {
 
 // Handle implements protocol.Handler.
 func (s *Service) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, error) {
-	s.clients.remember(call)
 	res, err := s.d.Handle(context.WithValue(ctx, ctxKey{}, call), call.Body)
 	if err == nil {
 		return res, nil

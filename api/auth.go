@@ -3,13 +3,11 @@ package api
 import (
 	"context"
 	"errors"
-	"sync"
 
 	"github.com/gotd/td/tg"
 	"github.com/gotd/td/tgerr"
 
 	"github.com/mtnode/mtnode/messaging"
-	"github.com/mtnode/mtnode/protocol"
 	"github.com/mtnode/mtnode/storage"
 )
 
@@ -73,43 +71,6 @@ func (s *Service) viewState(method string, fn func(tx *storage.Txn) error) error
 	return s.internal(method, err)
 }
 
-// clientInfos remembers the initConnection of each auth key. Clients send
-// initConnection once per connection, with its first call (gotd wraps
-// help.getConfig in it), while the device an authorization records is
-// needed at auth.signIn, a later call. It is bounded: when full, an
-// arbitrary entry makes room, which costs at worst a blank device name.
-type clientInfos struct {
-	mu sync.Mutex
-	m  map[int64]*protocol.ClientInfo
-}
-
-// clientInfosMax bounds clientInfos; a few MiB at most.
-const clientInfosMax = 1 << 16
-
-func (c *clientInfos) remember(call *protocol.Call) {
-	if call == nil || call.Client == nil {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = make(map[int64]*protocol.ClientInfo)
-	}
-	if _, ok := c.m[call.AuthKeyID]; !ok && len(c.m) >= clientInfosMax {
-		for k := range c.m {
-			delete(c.m, k)
-			break
-		}
-	}
-	c.m[call.AuthKeyID] = call.Client
-}
-
-func (c *clientInfos) get(authKeyID int64) *protocol.ClientInfo {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[authKeyID]
-}
-
 // device describes the calling app from its initConnection.
 func (s *Service) device(ctx context.Context) messaging.Device {
 	call := callFrom(ctx)
@@ -117,9 +78,6 @@ func (s *Service) device(ctx context.Context) messaging.Device {
 		return messaging.Device{}
 	}
 	c := call.Client
-	if c == nil {
-		c = s.clients.get(call.AuthKeyID)
-	}
 	if c == nil {
 		return messaging.Device{}
 	}

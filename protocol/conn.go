@@ -551,11 +551,16 @@ func (s *Server) invoke(ctx context.Context, sess *session, msgID int64, body []
 		if err != nil {
 			return nil, err
 		}
+		// initConnection comes once, with a session's first call; later
+		// calls are answered with what it said.
 		sess.mu.Lock()
 		if u.layer != 0 {
 			sess.layer = u.layer
 		}
-		layer := sess.layer
+		if u.client != nil {
+			sess.client = u.client
+		}
+		layer, client := sess.layer, sess.client
 		sess.mu.Unlock()
 		if len(u.afterMsgs) > 0 && !sess.waitDone(ctx, u.afterMsgs, time.Now().Add(afterMsgWait)) {
 			return nil, tgerr.New(400, "MSG_WAIT_FAILED")
@@ -584,7 +589,7 @@ func (s *Server) invoke(ctx context.Context, sess *session, msgID int64, body []
 			MsgID:     msgID,
 			Layer:     layer,
 			NoUpdates: u.noUpdates,
-			Client:    u.client,
+			Client:    client,
 			Body:      ub,
 		}
 		return s.safeHandle(ctx, call)

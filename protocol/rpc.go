@@ -48,7 +48,8 @@ type Call struct {
 	// NoUpdates is set by invokeWithoutUpdates: the client wants no updates
 	// pushed as a result of this call.
 	NoUpdates bool
-	// Client is the initConnection data of the session, if sent.
+	// Client is what the session's initConnection said, if it was sent
+	// (with this call or an earlier one).
 	Client *ClientInfo
 	// Body holds the method's TL, starting with its constructor id.
 	Body *bin.Buffer

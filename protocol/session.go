@@ -45,6 +45,7 @@ type session struct {
 	done      *sync.Cond
 	conn      *conn // where pushes go; nil while no connection is attached
 	layer     int
+	client    *ClientInfo // from the session's initConnection
 	lastUsed  time.Time
 }
 
