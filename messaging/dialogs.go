@@ -217,7 +217,10 @@ func IsPinned(tx *storage.Txn, uid int64, p Peer) (bool, error) {
 
 // DialogsQuery pages a user's dialog list as messages.getDialogs does:
 // newest first; a page continues below the (date, id, peer) of the last
-// dialog of the previous one.
+// dialog of the previous one. The first page starts with every pinned
+// dialog, in pin order, on top of Limit others: then the last dialog of a
+// page is never a pinned one, whose old top message would make a bad
+// offset for the next page.
 type DialogsQuery struct {
 	OffsetDate int64
 	OffsetID   int
@@ -249,9 +252,6 @@ func ListDialogs(tx *storage.Txn, uid int64, q DialogsQuery) ([]*Dialog, int, er
 	first := q.OffsetDate == 0 && q.OffsetID == 0 && q.OffsetPeer == nil
 	if first && !q.ExcludePinned {
 		for _, p := range pins {
-			if len(out) >= limit {
-				break
-			}
 			d, ok, err := GetDialog(tx, uid, p)
 			if err != nil {
 				return nil, 0, err
@@ -283,8 +283,9 @@ func ListDialogs(tx *storage.Txn, uid int64, q DialogsQuery) ([]*Dialog, int, er
 		}
 	}
 	prefix := key("dord", uid, "")
+	npinned := len(out)
 	err = tx.Iterate(prefix, start, true, func(k, _ []byte) (bool, error) {
-		if len(out) >= limit {
+		if len(out)-npinned >= limit {
 			return false, nil
 		}
 		if start != nil && string(k) == string(start) {

@@ -735,7 +735,14 @@ func (c EditMessage) apply(tx *storage.Txn, env Env) (any, error) {
 			evs = append(evs, ev)
 		}
 	}
-	return Applied{Result: m, Events: evs}, nil
+	return Applied{Result: Edited{Msg: m, Pts: evs[0].Pts}, Events: evs}, nil
+}
+
+// Edited is the result of EditMessage: the editor's copy and the pts of
+// its updateEditMessage.
+type Edited struct {
+	Msg *Message
+	Pts int
 }
 
 func editCopy(tx *storage.Txn, env Env, owner int64, m *Message, text string, ents []byte) (Event, error) {

@@ -323,9 +323,9 @@ func TestEdit(t *testing.T) {
 	if f.dump() != before {
 		t.Fatal("rejected edit changed state")
 	}
-	res := f.must(EditMessage{User: alice, Auth: authOf(alice), Peer: UserPeer(bob), ID: m.ID, Text: "the typo"}).(*Message)
-	if res.Text != "the typo" || res.EditDate == 0 {
-		t.Fatalf("edited %+v", res)
+	ed := f.must(EditMessage{User: alice, Auth: authOf(alice), Peer: UserPeer(bob), ID: m.ID, Text: "the typo"}).(Edited)
+	if res := ed.Msg; res.Text != "the typo" || res.EditDate == 0 || ed.Pts != f.state(alice).Pts {
+		t.Fatalf("edited %+v", ed)
 	}
 	evs := f.events()
 	if len(evs) != 2 || evs[0].UserID != alice || evs[0].ExceptAuth != authOf(alice) || evs[1].UserID != bob {
