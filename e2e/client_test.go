@@ -7,6 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -234,4 +239,194 @@ func parseSample(l string) (sample, error) {
 	}
 	s.value = v
 	return s, nil
+}
+
+// clientArgs are the flags that point "mtnode client" at n with a session.
+func clientArgs(n *node, sessionFile string, cmd ...string) []string {
+	return append([]string{"client", cmd[0],
+		"--addr", n.ClientAddr, "--pubkey", n.PublicKey, "--session", sessionFile,
+		"--timeout", callTimeout.String(),
+	}, cmd[1:]...)
+}
+
+// testCode is the login code of test numbers 9996610001..: the DC digit
+// repeated as many times as the node announces (5).
+const testCode = "11111"
+
+// cliTimeout bounds one short "mtnode client" command.
+const cliTimeout = callTimeout + 5*time.Second
+
+// runCLI runs one "mtnode client" command against n and fails the test
+// unless it exits 0.
+func runCLI(t *testing.T, n *node, sessionFile string, cmd ...string) result {
+	t.Helper()
+	r := runCmd(t, cliTimeout, clientArgs(n, sessionFile, cmd...)...)
+	if r.code != 0 {
+		t.Fatalf("mtnode client %s: %s", strings.Join(cmd, " "), r)
+	}
+	return r
+}
+
+// child is a long-running mtnode process (listen) whose stdout lines a test
+// reads as they come.
+type child struct {
+	cmd    *exec.Cmd
+	lines  chan string // stdout, closed at EOF
+	stderr *syncBuffer
+	done   chan struct{}
+}
+
+func startChild(t *testing.T, args ...string) *child {
+	t.Helper()
+	c := &child{
+		cmd:    exec.Command(binary, args...),
+		lines:  make(chan string, 100),
+		stderr: &syncBuffer{},
+		done:   make(chan struct{}),
+	}
+	c.cmd.Env = cleanEnv()
+	c.cmd.Stderr = c.stderr
+	out, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+		close(c.lines)
+		_ = c.cmd.Wait()
+		close(c.done)
+	}()
+	t.Cleanup(func() {
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	})
+	return c
+}
+
+// nextLine returns the child's next stdout line, failing after timeout.
+func (c *child) nextLine(t *testing.T, timeout time.Duration) string {
+	t.Helper()
+	select {
+	case l, ok := <-c.lines:
+		if !ok {
+			<-c.done
+			t.Fatalf("child exited (%v) before printing; stderr:\n%s", c.cmd.ProcessState, c.stderr)
+		}
+		return l
+	case <-time.After(timeout):
+		t.Fatalf("child printed nothing within %v; stderr:\n%s", timeout, c.stderr)
+		return ""
+	}
+}
+
+// messageLine matches what history and listen print: "date  sender: text".
+var messageLine = regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  (.+?): (.*)$`)
+
+// TestClientCommand follows the README walkthrough with the binary's own
+// client: two people sign up with test numbers, one listens, the other
+// sends, both read the history.
+func TestClientCommand(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	sessions := t.TempDir()
+	ann, bob := filepath.Join(sessions, "ann.json"), filepath.Join(sessions, "bob.json")
+
+	// Test numbers 99966XYYYY take the digit X repeated, as long as the
+	// node says codes are.
+	r := runCLI(t, n, ann, "login", "--phone", "9996610001", "--code", testCode, "--first", "Ann", "--last", "Lee")
+	if !strings.Contains(r.stdout, "signed up as Ann Lee") {
+		t.Errorf("first login: %s", r)
+	}
+	if !strings.Contains(r.stderr, fmt.Sprintf("(%d digits)", len(testCode))) {
+		t.Errorf("login does not say the code's length: %s", r)
+	}
+	r = runCLI(t, n, ann, "login", "--phone", "9996610001")
+	if !strings.Contains(r.stdout, "already signed in as Ann Lee") {
+		t.Errorf("second login: %s", r)
+	}
+	runCLI(t, n, bob, "login", "--phone", "+999 661 0002", "--code", testCode, "--first", "Bob")
+
+	// A wrong code is refused, and says so.
+	r = runCmd(t, cliTimeout, clientArgs(n, filepath.Join(sessions, "eve.json"),
+		"login", "--phone", "9996610003", "--code", "00000", "--first", "Eve")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "PHONE_CODE_INVALID") {
+		t.Errorf("wrong code: %s", r)
+	}
+
+	listen := startChild(t, clientArgs(n, bob, "listen")...)
+	waitFor(t, cliTimeout, func() error {
+		if !strings.Contains(listen.stderr.String(), "listening as Bob") {
+			return fmt.Errorf("listen has not started; stderr %q", listen.stderr.String())
+		}
+		return nil
+	})
+
+	r = runCLI(t, n, ann, "send", "9996610002", "hello", "Bob")
+	if !regexp.MustCompile(`^sent message \d+ to `).MatchString(r.stdout) {
+		t.Errorf("send: %s", r)
+	}
+	line := listen.nextLine(t, callTimeout)
+	if m := messageLine.FindStringSubmatch(line); m == nil || m[1] != "Ann Lee" || m[2] != "hello Bob" {
+		t.Errorf("listen printed %q, want \"<date>  Ann Lee: hello Bob\"", line)
+	}
+
+	// listen outlives the node: it reconnects to the restarted node and
+	// prints what was sent meanwhile.
+	n.kill()
+	n = startNode(t, dir, "--client-addr", n.ClientAddr)
+	runCLI(t, n, ann, "send", "9996610002", "still there?")
+	line = listen.nextLine(t, callTimeout)
+	if m := messageLine.FindStringSubmatch(line); m == nil || m[1] != "Ann Lee" || m[2] != "still there?" {
+		t.Errorf("listen after the node restarted printed %q, want \"<date>  Ann Lee: still there?\"", line)
+	}
+	if e := listen.stderr.String(); !strings.Contains(e, "connection lost; reconnecting\nreconnected; catching up\n") {
+		t.Errorf("listen did not say it reconnected; stderr:\n%s", e)
+	}
+	if err := listen.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-listen.done:
+		if !listen.cmd.ProcessState.Success() {
+			t.Errorf("listen after SIGINT: %v; stderr:\n%s", listen.cmd.ProcessState, listen.stderr)
+		}
+	case <-time.After(stopTimeout):
+		t.Errorf("listen still running %v after SIGINT", stopTimeout)
+	}
+
+	runCLI(t, n, bob, "send", "9996610001", "hi Ann")
+	for _, tc := range []struct {
+		session, peer string
+	}{{ann, "9996610002"}, {bob, "9996610001"}} {
+		r = runCLI(t, n, tc.session, "history", tc.peer)
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		var texts []string
+		for _, l := range lines {
+			m := messageLine.FindStringSubmatch(l)
+			if m == nil {
+				t.Fatalf("history line %q is not \"date  sender: text\"", l)
+			}
+			texts = append(texts, m[2])
+		}
+		if want := []string{"hello Bob", "still there?", "hi Ann"}; !slices.Equal(texts, want) {
+			t.Errorf("history of %s with %s: %q, want %q (oldest first)", filepath.Base(tc.session), tc.peer, texts, want)
+		}
+	}
+	r = runCLI(t, n, ann, "history", "9996610002", "--limit", "1")
+	if !strings.HasSuffix(strings.TrimSpace(r.stdout), ": hi Ann") || strings.Count(r.stdout, "\n") != 1 {
+		t.Errorf("history --limit 1: %s", r)
+	}
+
+	// Without a session, the client says what to do.
+	r = runCmd(t, cliTimeout, clientArgs(n, filepath.Join(sessions, "none.json"), "send", "9996610001", "hi")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "run mtnode client login first") {
+		t.Errorf("send without a session: %s", r)
+	}
 }

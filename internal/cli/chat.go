@@ -139,7 +139,7 @@ func runSend(ctx context.Context, opts options, args []string, stdio IO) error {
 	if err := opts.sessionExists(); err != nil {
 		return err
 	}
-	c, err := opts.newClient(nil)
+	c, err := opts.newClient(nil, nil)
 	if err != nil {
 		return err
 	}
@@ -219,7 +219,7 @@ func runHistory(ctx context.Context, opts options, args []string, stdio IO) erro
 	if err := opts.sessionExists(); err != nil {
 		return err
 	}
-	c, err := opts.newClient(nil)
+	c, err := opts.newClient(nil, nil)
 	if err != nil {
 		return err
 	}

@@ -215,8 +215,9 @@ func (o options) sessionExists() error {
 }
 
 // newClient builds the gotd client the flags describe, with the session in
-// the session file and h (if not nil) receiving updates.
-func (o options) newClient(h telegram.UpdateHandler) (*telegram.Client, error) {
+// the session file and, for listen, h receiving updates and onState told
+// of the connection's state; both are nil for one-shot commands.
+func (o options) newClient(h telegram.UpdateHandler, onState func(telegram.ConnectionState)) (*telegram.Client, error) {
 	if _, err := os.Stat(o.PubKey); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("public key %s not found: start the node (mtnode run) in this directory or pass --pubkey", o.PubKey)
@@ -243,9 +244,10 @@ func (o options) newClient(h telegram.UpdateHandler) (*telegram.Client, error) {
 		PublicKeyFile: o.PubKey,
 		Transport:     tr,
 		Telegram: telegram.Options{
-			SessionStorage: &session.FileStorage{Path: o.Session},
-			UpdateHandler:  h,
-			NoUpdates:      h == nil,
+			SessionStorage:    &session.FileStorage{Path: o.Session},
+			UpdateHandler:     h,
+			NoUpdates:         h == nil,
+			OnConnectionState: onState,
 		},
 	})
 }
@@ -272,8 +274,8 @@ func (o options) runSession(ctx context.Context, c *telegram.Client, timeout tim
 	return cleanError(err)
 }
 
-// cleanError drops gotd's "callback: " wrapping, which says nothing to a
-// user.
+// cleanError drops gotd's internal wrapping ("callback: ",
+// "rpcDoRequest: "), which says nothing to a user.
 func cleanError(err error) error {
 	if err == nil {
 		return nil
@@ -281,9 +283,6 @@ func cleanError(err error) error {
 	if errors.Is(err, errNotSignedIn) {
 		return errNotSignedIn
 	}
-	msg := err.Error()
-	if strings.HasPrefix(msg, "callback: ") {
-		return errors.New(strings.TrimPrefix(msg, "callback: "))
-	}
-	return err
+	msg := strings.TrimPrefix(err.Error(), "callback: ")
+	return errors.New(strings.ReplaceAll(msg, "rpcDoRequest: ", ""))
 }

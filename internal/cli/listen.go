@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
+	"github.com/gotd/td/telegram"
 	"github.com/gotd/td/telegram/updates"
 	"github.com/gotd/td/tg"
 )
@@ -22,13 +24,35 @@ func runListen(ctx context.Context, opts options, args []string, stdio IO) error
 		return err
 	}
 
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	l := &listener{out: stdio}
 	d := tg.NewUpdateDispatcher()
 	d.OnNewMessage(l.onNewMessage)
 	// gotd's gap manager orders updates by pts and fills any gap (a push
 	// lost while reconnecting, say) with updates.getDifference.
 	gaps := updates.New(updates.Config{Handler: d})
-	c, err := opts.newClient(gaps)
+	// gotd does not ask for the difference when it reconnects, and pushes
+	// sent while it was away are lost; like an app, listen then tells the
+	// manager updatesTooLong, which makes it call getDifference.
+	var readies atomic.Int32
+	var lost atomic.Bool
+	onState := func(s telegram.ConnectionState) {
+		switch s {
+		case telegram.ConnectionStateDisconnected:
+			// Said once, not on every failed dial.
+			if !lost.Swap(true) && ctx.Err() == nil {
+				fmt.Fprintln(stdio.Stderr, "connection lost; reconnecting")
+			}
+		case telegram.ConnectionStateReady:
+			lost.Store(false)
+			if readies.Add(1) > 1 {
+				fmt.Fprintln(stdio.Stderr, "reconnected; catching up")
+				go func() { _ = gaps.Handle(ctx, &tg.UpdatesTooLong{}) }()
+			}
+		}
+	}
+	c, err := opts.newClient(gaps, onState)
 	if err != nil {
 		return err
 	}

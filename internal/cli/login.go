@@ -33,7 +33,7 @@ func runLogin(ctx context.Context, opts options, args []string, stdio IO) error 
 	if phone == "" {
 		return usageError(stdio, "login: --phone is required")
 	}
-	c, err := opts.newClient(nil)
+	c, err := opts.newClient(nil, nil)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func runLogout(ctx context.Context, opts options, args []string, stdio IO) error
 	if err := opts.sessionExists(); err != nil {
 		return err
 	}
-	c, err := opts.newClient(nil)
+	c, err := opts.newClient(nil, nil)
 	if err != nil {
 		return err
 	}
