@@ -8,7 +8,6 @@ import (
 
 	"github.com/gotd/td/bin"
 	"github.com/gotd/td/tg"
-	"github.com/gotd/td/tgerr"
 
 	"github.com/mtnode/mtnode/storage"
 )
@@ -42,31 +41,25 @@ const (
 	PinnedDialogsMax = 5
 )
 
-// reject builds a domain refusal: errors.Is(err, ErrRejected) holds and
-// errors.As finds the *tgerr.Error the client is sent.
-func reject(code int, typ string) error {
-	return fmt.Errorf("%w: %w", ErrRejected, tgerr.New(code, typ))
-}
-
 // Domain refusals of the message commands, with Telegram's names. Nothing
 // is written when a command returns one of them.
 var (
-	ErrMessageEmpty          = reject(400, "MESSAGE_EMPTY")
-	ErrMessageTooLong        = reject(400, "MESSAGE_TOO_LONG")
-	ErrMessageIDInvalid      = reject(400, "MESSAGE_ID_INVALID")
-	ErrMessageIDsEmpty       = reject(400, "MESSAGE_IDS_EMPTY")
-	ErrMessageNotModified    = reject(400, "MESSAGE_NOT_MODIFIED")
-	ErrMessageAuthorRequired = reject(403, "MESSAGE_AUTHOR_REQUIRED")
-	ErrMessageEditExpired    = reject(400, "MESSAGE_EDIT_TIME_EXPIRED")
-	ErrEntityBoundsInvalid   = reject(400, "ENTITY_BOUNDS_INVALID")
-	ErrPeerInvalid           = reject(400, "PEER_ID_INVALID")
-	ErrYouBlockedUser        = reject(400, "YOU_BLOCKED_USER")
-	ErrUserIsBlocked         = reject(400, "USER_IS_BLOCKED")
-	ErrRandomIDInvalid       = reject(400, "RANDOM_ID_INVALID")
-	ErrRandomIDDuplicate     = reject(500, "RANDOM_ID_DUPLICATE")
-	ErrReplyInvalid          = reject(400, "REPLY_MESSAGE_ID_INVALID")
-	ErrLimitInvalid          = reject(400, "LIMIT_INVALID")
-	ErrPinnedTooMuch         = reject(400, "PINNED_DIALOGS_TOO_MUCH")
+	ErrMessageEmpty          = Reject(400, "MESSAGE_EMPTY")
+	ErrMessageTooLong        = Reject(400, "MESSAGE_TOO_LONG")
+	ErrMessageIDInvalid      = Reject(400, "MESSAGE_ID_INVALID")
+	ErrMessageIDsEmpty       = Reject(400, "MESSAGE_IDS_EMPTY")
+	ErrMessageNotModified    = Reject(400, "MESSAGE_NOT_MODIFIED")
+	ErrMessageAuthorRequired = Reject(403, "MESSAGE_AUTHOR_REQUIRED")
+	ErrMessageEditExpired    = Reject(400, "MESSAGE_EDIT_TIME_EXPIRED")
+	ErrEntityBoundsInvalid   = Reject(400, "ENTITY_BOUNDS_INVALID")
+	ErrPeerInvalid           = Reject(400, "PEER_ID_INVALID")
+	ErrYouBlockedUser        = Reject(400, "YOU_BLOCKED_USER")
+	ErrUserIsBlocked         = Reject(400, "USER_IS_BLOCKED")
+	ErrRandomIDInvalid       = Reject(400, "RANDOM_ID_INVALID")
+	ErrRandomIDDuplicate     = Reject(500, "RANDOM_ID_DUPLICATE")
+	ErrReplyInvalid          = Reject(400, "REPLY_MESSAGE_ID_INVALID")
+	ErrLimitInvalid          = Reject(400, "LIMIT_INVALID")
+	ErrPinnedTooMuch         = Reject(400, "PINNED_DIALOGS_TOO_MUCH")
 )
 
 // PeerKind tells what a dialog's peer is. Only users exist yet; basic
