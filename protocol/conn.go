@@ -560,6 +560,13 @@ func (s *Server) invoke(ctx context.Context, sess *session, msgID int64, body []
 		if u.client != nil {
 			sess.client = u.client
 		}
+		// invokeWithoutUpdates: a call so wrapped does not subscribe the
+		// session to updates; any other call does (see Push).
+		if u.noUpdates {
+			sess.quiet = !sess.subscribed
+		} else {
+			sess.subscribed, sess.quiet = true, false
+		}
 		layer, client := sess.layer, sess.client
 		sess.mu.Unlock()
 		if len(u.afterMsgs) > 0 && !sess.waitDone(ctx, u.afterMsgs, time.Now().Add(afterMsgWait)) {

@@ -412,7 +412,8 @@ func (s *Server) PushPerm(permKeyID int64, obj bin.Encoder) int {
 }
 
 // Push queues a server-initiated message (an update) for every session of
-// the auth key that has a connection. It never blocks: a connection whose
+// the auth key that has a connection, except sessions whose calls all came
+// wrapped in invokeWithoutUpdates. It never blocks: a connection whose
 // queue is full misses the message, which clients recover from by their
 // own means (updates.getDifference). It returns how many sessions got it.
 func (s *Server) Push(authKeyID int64, obj bin.Encoder) int {
@@ -430,9 +431,9 @@ func (s *Server) Push(authKeyID int64, obj bin.Encoder) int {
 	n := 0
 	for _, sess := range targets {
 		sess.mu.Lock()
-		c := sess.conn
+		c, quiet := sess.conn, sess.quiet
 		sess.mu.Unlock()
-		if c != nil && c.trySend(outMsg{sess: sess, body: b.Copy(), content: true}) {
+		if c != nil && !quiet && c.trySend(outMsg{sess: sess, body: b.Copy(), content: true}) {
 			n++
 		}
 	}

@@ -47,6 +47,11 @@ type session struct {
 	layer     int
 	client    *ClientInfo // from the session's initConnection
 	lastUsed  time.Time
+
+	// subscribed is set by the first call not wrapped in
+	// invokeWithoutUpdates; quiet while every call so far was wrapped.
+	// Quiet sessions (file transfer connections) get no pushes.
+	subscribed, quiet bool
 }
 
 func newSession(key *AuthKey, id int64, now time.Time) *session {
