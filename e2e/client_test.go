@@ -368,8 +368,9 @@ func TestClientCommand(t *testing.T) {
 		return nil
 	})
 
-	r = runCLI(t, n, ann, "send", "9996610002", "hello", "Bob")
-	if !regexp.MustCompile(`^sent message \d+ to `).MatchString(r.stdout) {
+	// Bob is not Ann's contact yet: send adds him under --name.
+	r = runCLI(t, n, ann, "send", "9996610002", "hello", "Bob", "--name", "Bob")
+	if !regexp.MustCompile(`^sent message \d+ to Bob\n$`).MatchString(r.stdout) {
 		t.Errorf("send: %s", r)
 	}
 	line := listen.nextLine(t, callTimeout)
@@ -401,22 +402,28 @@ func TestClientCommand(t *testing.T) {
 		t.Errorf("listen still running %v after SIGINT", stopTimeout)
 	}
 
-	runCLI(t, n, bob, "send", "9996610001", "hi Ann")
+	// Bob finds Ann by phone in his chats, where she shows her number to
+	// him as he is her contact, so he does not add her: she keeps her name.
+	r = runCLI(t, n, bob, "send", "9996610001", "hi Ann")
+	if !regexp.MustCompile(`^sent message \d+ to Ann Lee\n$`).MatchString(r.stdout) {
+		t.Errorf("reply: %s", r)
+	}
 	for _, tc := range []struct {
 		session, peer string
 	}{{ann, "9996610002"}, {bob, "9996610001"}} {
 		r = runCLI(t, n, tc.session, "history", tc.peer)
 		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-		var texts []string
+		var got []string
 		for _, l := range lines {
 			m := messageLine.FindStringSubmatch(l)
 			if m == nil {
 				t.Fatalf("history line %q is not \"date  sender: text\"", l)
 			}
-			texts = append(texts, m[2])
+			got = append(got, m[1]+": "+m[2])
 		}
-		if want := []string{"hello Bob", "still there?", "hi Ann"}; !slices.Equal(texts, want) {
-			t.Errorf("history of %s with %s: %q, want %q (oldest first)", filepath.Base(tc.session), tc.peer, texts, want)
+		want := []string{"Ann Lee: hello Bob", "Ann Lee: still there?", "Bob: hi Ann"}
+		if !slices.Equal(got, want) {
+			t.Errorf("history of %s with %s: %q, want %q (oldest first)", filepath.Base(tc.session), tc.peer, got, want)
 		}
 	}
 	r = runCLI(t, n, ann, "history", "9996610002", "--limit", "1")

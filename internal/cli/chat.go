@@ -20,18 +20,20 @@ type resolved struct {
 	user  *tg.User
 }
 
-// resolvePeer finds the user PEER names: "@name" (or a name with a letter)
-// by contacts.resolveUsername, a phone number among the contacts or, failing
-// that, by importing it as a contact (contacts.importContacts), which is how
-// Telegram hands out a user's access hash for a phone.
-func resolvePeer(ctx context.Context, api *tg.Client, self *tg.User, peer string) (resolved, error) {
+// resolvePeer finds the user PEER names: "@name" by
+// contacts.resolveUsername; a phone number among the contacts, then among
+// the chats (whose users show their phone to a user who is their contact),
+// and failing both by importing it as a contact named newName
+// (contacts.importContacts), which is how Telegram hands out a user's access
+// hash for a phone.
+func resolvePeer(ctx context.Context, api *tg.Client, self *tg.User, peer, newName string) (resolved, error) {
 	peer = strings.TrimSpace(peer)
 	if isPhone(peer) {
 		phone := cleanPhone(peer)
 		if phone == self.Phone {
 			return resolved{input: &tg.InputPeerSelf{}, user: self}, nil
 		}
-		return resolvePhone(ctx, api, phone)
+		return resolvePhone(ctx, api, phone, newName)
 	}
 	name := strings.TrimPrefix(peer, "@")
 	if name == "" {
@@ -73,27 +75,43 @@ func isPhone(s string) bool {
 	return digits > 0
 }
 
-func resolvePhone(ctx context.Context, api *tg.Client, phone string) (resolved, error) {
+func resolvePhone(ctx context.Context, api *tg.Client, phone, newName string) (resolved, error) {
 	contacts, err := api.ContactsGetContacts(ctx, 0)
 	if err != nil {
 		return resolved{}, fmt.Errorf("contacts.getContacts: %w", err)
 	}
 	if cs, ok := contacts.(*tg.ContactsContacts); ok {
-		for _, u := range cs.Users {
-			if u, ok := u.(*tg.User); ok && u.Phone == phone {
-				return resolved{input: u.AsInputPeer(), user: u}, nil
-			}
+		if u, ok := withPhone(cs.Users, phone); ok {
+			return resolved{input: u.AsInputPeer(), user: u}, nil
+		}
+	}
+	dialogs, err := api.MessagesGetDialogs(ctx, &tg.MessagesGetDialogsRequest{
+		OffsetPeer: &tg.InputPeerEmpty{},
+		Limit:      100,
+	})
+	if err != nil {
+		return resolved{}, fmt.Errorf("messages.getDialogs: %w", err)
+	}
+	if d, ok := dialogs.AsModified(); ok {
+		if u, ok := withPhone(d.GetUsers(), phone); ok {
+			return resolved{input: u.AsInputPeer(), user: u}, nil
 		}
 	}
 	clientID, err := randomID()
 	if err != nil {
 		return resolved{}, err
 	}
+	// A contact needs a name, and Telegram shows a contact by the name
+	// it was saved under.
+	first, last, _ := strings.Cut(strings.TrimSpace(newName), " ")
+	if first == "" {
+		first = "+" + phone
+	}
 	imp, err := api.ContactsImportContacts(ctx, []tg.InputPhoneContact{{
-		ClientID: clientID,
-		Phone:    phone,
-		// A contact needs a name; the phone is the one we know.
-		FirstName: "+" + phone,
+		ClientID:  clientID,
+		Phone:     phone,
+		FirstName: first,
+		LastName:  strings.TrimSpace(last),
 	}})
 	if err != nil {
 		return resolved{}, fmt.Errorf("contacts.importContacts: %w", err)
@@ -111,6 +129,16 @@ func resolvePhone(ctx context.Context, api *tg.Client, phone string) (resolved, 
 	return resolved{}, fmt.Errorf("no account has the phone number +%s", phone)
 }
 
+// withPhone finds the user with phone among users.
+func withPhone(users []tg.UserClass, phone string) (*tg.User, bool) {
+	for _, u := range users {
+		if u, ok := u.(*tg.User); ok && u.Phone == phone {
+			return u, true
+		}
+	}
+	return nil, false
+}
+
 // randomID returns a random non-zero int64, as random_id and client_id want.
 func randomID() (int64, error) {
 	var b [8]byte
@@ -124,8 +152,17 @@ func randomID() (int64, error) {
 	}
 }
 
+// nameFlag registers --name, the name a phone number is saved under when
+// it has to be added to the contacts.
+func nameFlag(name *string) func(fs *flag.FlagSet) {
+	return func(fs *flag.FlagSet) {
+		fs.StringVar(name, "name", "", "name to save a new contact under (default: the phone number)")
+	}
+}
+
 func runSend(ctx context.Context, opts options, args []string, stdio IO) error {
-	pos, err := parseArgs(stdio, "send", &opts, args, nil)
+	var name string
+	pos, err := parseArgs(stdio, "send", &opts, args, nameFlag(&name))
 	if err != nil {
 		return err
 	}
@@ -148,7 +185,7 @@ func runSend(ctx context.Context, opts options, args []string, stdio IO) error {
 		if err != nil {
 			return err
 		}
-		to, err := resolvePeer(ctx, c.API(), self, pos[0])
+		to, err := resolvePeer(ctx, c.API(), self, pos[0], name)
 		if err != nil {
 			return err
 		}
@@ -204,8 +241,10 @@ func idIn(updates []tg.UpdateClass, randomID int64) (int, bool) {
 
 func runHistory(ctx context.Context, opts options, args []string, stdio IO) error {
 	limit := 20
+	var name string
 	pos, err := parseArgs(stdio, "history", &opts, args, func(fs *flag.FlagSet) {
 		fs.IntVar(&limit, "limit", limit, "how many of the newest messages to print")
+		nameFlag(&name)(fs)
 	})
 	if err != nil {
 		return err
@@ -228,7 +267,7 @@ func runHistory(ctx context.Context, opts options, args []string, stdio IO) erro
 		if err != nil {
 			return err
 		}
-		peer, err := resolvePeer(ctx, c.API(), self, pos[0])
+		peer, err := resolvePeer(ctx, c.API(), self, pos[0], name)
 		if err != nil {
 			return err
 		}

@@ -39,17 +39,20 @@ const Usage = `mtnode client: a small command-line client for an mtnode node.
 
 Usage:
   mtnode client [flags] login --phone PHONE [--code CODE] [--first NAME --last NAME]
-  mtnode client [flags] send PEER TEXT...
-  mtnode client [flags] history PEER [--limit N]
+  mtnode client [flags] send PEER TEXT... [--name NAME]
+  mtnode client [flags] history PEER [--limit N] [--name NAME]
   mtnode client [flags] listen
   mtnode client [flags] logout
 
-PEER is a phone number (added to your contacts to find the user) or an
-@username. login asks for the code on stdin unless --code is given, and signs
-up a new account (asking for the names unless --first is given). On a node
-with test numbers (the default on loopback), 99966XYYYY signs in with the
-digit X repeated, e.g. 9996610001 with code 11111. listen prints messages as
-they arrive until interrupted.
+PEER is an @username or a phone number. A number that is neither a contact
+nor in a chat is added to your contacts, under --name (default: the number),
+which is how Telegram finds a user by phone. login asks for the code on stdin
+unless --code is given, and signs up a new account (asking for the names
+unless --first is given). On a node with test numbers (the default on
+loopback), 99966XYYYY signs in with the digit X repeated, e.g. 9996610001
+with code 11111. listen prints messages as they arrive until interrupted;
+messages sent with the same session file show up with the next update, as
+the node does not push a device what it sent itself.
 
 Flags (before or after the command's arguments):
   --addr HOST:PORT     node's MTProto address (default 127.0.0.1:4430)

@@ -40,7 +40,7 @@ func runLogin(ctx context.Context, opts options, args []string, stdio IO) error 
 	in := bufio.NewReader(stdio.Stdin)
 	a := &authenticator{
 		phone: phone, code: code, first: first, last: last,
-		in: in, prompt: stdio.Stderr,
+		in: in, prompt: stdio.Stderr, echo: !isTerminal(stdio.Stdin),
 	}
 	return opts.runSession(ctx, c, opts.Timeout, func(ctx context.Context) error {
 		st, err := c.Auth().Status(ctx)
@@ -109,7 +109,10 @@ type authenticator struct {
 	phone, code, first, last string
 	in                       *bufio.Reader
 	prompt                   io.Writer
-	signedUp                 bool
+	// echo ends a prompt's line when the answer came from a pipe, which
+	// the terminal did not show.
+	echo     bool
+	signedUp bool
 }
 
 var _ auth.UserAuthenticator = (*authenticator)(nil)
@@ -164,10 +167,23 @@ func (a *authenticator) ask(prompt string) (string, error) {
 	fmt.Fprint(a.prompt, prompt)
 	line, err := a.in.ReadString('\n')
 	line = strings.TrimSpace(line)
+	if a.echo {
+		fmt.Fprintln(a.prompt)
+	}
 	if err != nil && (line == "" || !errors.Is(err, io.EOF)) {
 		return "", err
 	}
 	return line, nil
+}
+
+// isTerminal reports whether r is a terminal, which echoes what is typed.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // describeSentCode says where the code went, as an app would.
