@@ -387,9 +387,12 @@ func TestClientCommand(t *testing.T) {
 	if m := messageLine.FindStringSubmatch(line); m == nil || m[1] != "Ann Lee" || m[2] != "still there?" {
 		t.Errorf("listen after the node restarted printed %q, want \"<date>  Ann Lee: still there?\"", line)
 	}
-	if e := listen.stderr.String(); !strings.Contains(e, "connection lost; reconnecting\nreconnected; catching up\n") {
-		t.Errorf("listen did not say it reconnected; stderr:\n%s", e)
-	}
+	waitFor(t, 5*time.Second, func() error {
+		if e := listen.stderr.String(); !strings.Contains(e, "connection lost; reconnecting\nreconnected; catching up\n") {
+			return fmt.Errorf("listen did not say it reconnected; stderr:\n%s", e)
+		}
+		return nil
+	})
 	if err := listen.cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
