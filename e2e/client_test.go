@@ -429,9 +429,32 @@ func TestClientCommand(t *testing.T) {
 			t.Errorf("history of %s with %s: %q, want %q (oldest first)", filepath.Base(tc.session), tc.peer, got, want)
 		}
 	}
-	r = runCLI(t, n, ann, "history", "9996610002", "--limit", "1")
+	// Over WebSocket, as a web app connects.
+	r = runCLI(t, n, ann, "history", "9996610002", "--limit", "1", "--transport", "websocket", "--ws-url", n.WSURL())
 	if !strings.HasSuffix(strings.TrimSpace(r.stdout), ": hi Ann") || strings.Count(r.stdout, "\n") != 1 {
 		t.Errorf("history --limit 1: %s", r)
+	}
+
+	// By @username, over obfuscated2. Bob takes a username with gotd,
+	// using the client's session file.
+	c := newClient(t, n, mtclient.Intermediate, bob)
+	if err := runClient(c, func(ctx context.Context) error {
+		_, err := c.API().AccountUpdateUsername(ctx, "bob_lee")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r = runCLI(t, n, ann, "send", "@bob_lee", "by name", "--transport", "obfuscated2")
+	if !regexp.MustCompile(`^sent message \d+ to Bob\n$`).MatchString(r.stdout) {
+		t.Errorf("send to @bob_lee: %s", r)
+	}
+	r = runCLI(t, n, bob, "history", "9996610001", "--limit", "1")
+	if m := messageLine.FindStringSubmatch(strings.TrimSpace(r.stdout)); m == nil || m[1] != "Ann Lee" || m[2] != "by name" {
+		t.Errorf("Bob's history after the send to @bob_lee: %s", r)
+	}
+	r = runCmd(t, cliTimeout, clientArgs(n, ann, "send", "@nobody_here", "hi")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "USERNAME_NOT_OCCUPIED") {
+		t.Errorf("send to an unknown username: %s", r)
 	}
 
 	// Without a session, the client says what to do.
