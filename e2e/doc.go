@@ -20,7 +20,11 @@
 //   - the command line: configuration errors exit 2 naming the bad key or
 //     value; version and help exit 0; an unknown command exits 2;
 //   - unimplemented methods: a 400 rpc_error that leaves the connection
-//     serving.
+//     serving;
+//   - mtnode client: sign-up, send, history and listen through the binary's
+//     own client, across a kill -9 of the node;
+//   - durability: a node killed with SIGKILL mid-stream loses no
+//     acknowledged message and duplicates none once clients retry.
 //
 // The package holds no code of its own outside tests; helpers live in
 // _test.go files. Tests only listen on loopback and poll with waitFor

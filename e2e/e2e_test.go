@@ -365,12 +365,10 @@ func TestUnknownMethod(t *testing.T) {
 		if err := getConfig(ctx, c, n); err != nil {
 			return err
 		}
-		_, err := c.API().MessagesGetDialogs(ctx, &tg.MessagesGetDialogsRequest{
-			OffsetPeer: &tg.InputPeerEmpty{},
-			Limit:      10,
-		})
+		// A schema method far from any planned issue: stories.
+		_, err := c.API().StoriesGetAllStories(ctx, &tg.StoriesGetAllStoriesRequest{})
 		if e, ok := tgerr.As(err); !ok || e.Code != 400 || e.Type != "METHOD_NOT_SUPPORTED" {
-			t.Errorf("messages.getDialogs: %v; want rpc_error 400 METHOD_NOT_SUPPORTED", err)
+			t.Errorf("stories.getAllStories: %v; want rpc_error 400 METHOD_NOT_SUPPORTED", err)
 		}
 		err = c.Invoke(ctx, unknownRequest{id: bogusID}, noResult{})
 		if e, ok := tgerr.As(err); !ok || e.Code != 400 || e.Type != "INPUT_METHOD_INVALID" {
@@ -389,8 +387,8 @@ func TestUnknownMethod(t *testing.T) {
 		if v, _ := m.get("mtnode_connections_total", nil); v != 1 {
 			return fmt.Errorf("mtnode_connections_total = %v, want 1: the client had to reconnect", v)
 		}
-		if v, _ := m.get("mtnode_rpc_total", map[string]string{"method": "messages.getDialogs", "result": "METHOD_NOT_SUPPORTED"}); v != 1 {
-			return fmt.Errorf("mtnode_rpc_total{method=\"messages.getDialogs\",result=\"METHOD_NOT_SUPPORTED\"} = %v, want 1", v)
+		if v, _ := m.get("mtnode_rpc_total", map[string]string{"method": "stories.getAllStories", "result": "METHOD_NOT_SUPPORTED"}); v != 1 {
+			return fmt.Errorf("mtnode_rpc_total{method=\"stories.getAllStories\",result=\"METHOD_NOT_SUPPORTED\"} = %v, want 1", v)
 		}
 		if v, _ := m.get("mtnode_rpc_total", map[string]string{"method": "help.getConfig", "result": "ok"}); v < 2 {
 			return fmt.Errorf("mtnode_rpc_total{method=\"help.getConfig\",result=\"ok\"} = %v, want >= 2", v)

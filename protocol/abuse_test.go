@@ -249,6 +249,12 @@ func TestBadServerSaltThenRetry(t *testing.T) {
 	if len(fs.Salts) != 3 || fs.Salts[0].Salt != bs.NewServerSalt {
 		t.Fatalf("future salts %+v, want 3 starting with %d", fs.Salts, bs.NewServerSalt)
 	}
+	// gotd sends get_future_salts with an even seqno; it is answered too.
+	c.send(&mt.GetFutureSaltsRequest{Num: 1}, false)
+	_ = fs.Decode(&bin.Buffer{Buf: c.expect(mt.FutureSaltsTypeID).body})
+	if len(fs.Salts) != 1 {
+		t.Fatalf("future salts for an even seqno: %+v", fs.Salts)
+	}
 }
 
 func TestHandlerPanicIsInternalAndConnectionLives(t *testing.T) {

@@ -335,6 +335,11 @@ func (c *conn) process(sess *session, msgID int64, seqno int32, body []byte, inC
 		}
 	}
 	content := !notContentRelated(typeID)
+	// get_future_salts is a service query clients send with either parity
+	// (gotd uses an even seqno, and Telegram accepts it): no parity check.
+	if typeID == mt.GetFutureSaltsRequestTypeID {
+		content = seqno%2 == 1
+	}
 	if content && seqno%2 == 0 {
 		return c.badMsg(sess, msgID, seqno, badMsgSeqNoOdd)
 	}
