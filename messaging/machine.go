@@ -66,7 +66,8 @@ type Machine struct {
 	table    *storage.Table
 	notifier Notifier
 
-	mu sync.Mutex
+	mu       sync.Mutex // serialises commands
+	notifyMu sync.Mutex // orders notifications as commands committed
 }
 
 // NewMachine returns a Machine over the table that holds messaging state.
@@ -99,12 +100,17 @@ func (m *Machine) Apply(ctx context.Context, cmd Command, env Env) (any, error) 
 		}
 		return nil
 	})
+	// Hand over to the notify lock before releasing the write lock: events
+	// reach the notifier in commit order (so pushes go out in pts order),
+	// while the next command may already commit.
+	m.notifyMu.Lock()
 	m.mu.Unlock()
+	if err == nil && len(events) > 0 && m.notifier != nil {
+		m.notifier.Notify(events)
+	}
+	m.notifyMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cmd.Kind(), err)
-	}
-	if len(events) > 0 && m.notifier != nil {
-		m.notifier.Notify(events)
 	}
 	return out, nil
 }
@@ -119,6 +125,8 @@ func (m *Machine) View(fn func(tx *storage.Txn) error) error {
 // in a cluster, no log entry.
 func (m *Machine) Publish(events []Event) {
 	if len(events) > 0 && m.notifier != nil {
+		m.notifyMu.Lock()
+		defer m.notifyMu.Unlock()
 		m.notifier.Notify(events)
 	}
 }
