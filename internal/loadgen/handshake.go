@@ -35,21 +35,26 @@ type HandshakeReport struct {
 	// ServerCPUNet is the same less the idle node's own use
 	// (Report.ServerIdleCPU) over the window.
 	ServerCPU, ServerCPUNet time.Duration
-	// ServerCPUPerOp is ServerCPUNet / OK: what one key costs the node.
-	ServerCPUPerOp time.Duration
-	// PerServerCPUSecond is OK / ServerCPUNet: keys per core-second
-	// actually spent by the node, independent of how busy the client kept
-	// it.
-	PerServerCPUSecond float64
+	// ServerCPUPerOp is ServerCPUNet / OK: what one key costs the node,
+	// and ServerCPUPerOpRaw is ServerCPU / OK. At the low key rates gotd
+	// clients can offer, the node's idle use is a large part of the window,
+	// and it is not simply additive (a busy runtime absorbs some of the
+	// idle wake-ups), so the truth lies between the two.
+	ServerCPUPerOp, ServerCPUPerOpRaw time.Duration
+	// PerServerCPUSecond is OK / ServerCPUNet (and the Raw one OK /
+	// ServerCPU): keys per core-second actually spent by the node,
+	// independent of how busy the client kept it.
+	PerServerCPUSecond, PerServerCPUSecondRaw float64
 	// ClientCPU is the load generator's own CPU time over the window.
 	ClientCPU time.Duration
 	// ServerOK, ServerBusy and ServerFailed are the node's
 	// mtnode_handshakes_total deltas, as a cross-check.
 	ServerOK, ServerBusy, ServerFailed float64
 	// FloorRatio is PerCore / CryptoReport.HandshakesPerCoreFloor, and
-	// CPUFloorRatio is PerServerCPUSecond over the same floor; 0 without
-	// the crypto scenario.
-	FloorRatio, CPUFloorRatio float64
+	// CPUFloorRatio and CPUFloorRatioRaw are PerServerCPUSecond and
+	// PerServerCPUSecondRaw over the same floor; 0 without the crypto
+	// scenario.
+	FloorRatio, CPUFloorRatio, CPUFloorRatioRaw float64
 }
 
 func (h *HandshakeReport) derive(r *Report) {
@@ -59,6 +64,7 @@ func (h *HandshakeReport) derive(r *Report) {
 	if r.Crypto != nil && r.Crypto.HandshakesPerCoreFloor > 0 {
 		h.FloorRatio = h.PerCore / r.Crypto.HandshakesPerCoreFloor
 		h.CPUFloorRatio = h.PerServerCPUSecond / r.Crypto.HandshakesPerCoreFloor
+		h.CPUFloorRatioRaw = h.PerServerCPUSecondRaw / r.Crypto.HandshakesPerCoreFloor
 	}
 }
 
@@ -134,6 +140,10 @@ func runHandshakes(ctx context.Context, t *target, opts *Options, pool *keyPool)
 	if rep.OK > 0 && rep.ServerCPUNet > 0 {
 		rep.ServerCPUPerOp = rep.ServerCPUNet / time.Duration(rep.OK)
 		rep.PerServerCPUSecond = float64(rep.OK) / rep.ServerCPUNet.Seconds()
+	}
+	if rep.OK > 0 && rep.ServerCPU > 0 {
+		rep.ServerCPUPerOpRaw = rep.ServerCPU / time.Duration(rep.OK)
+		rep.PerServerCPUSecondRaw = float64(rep.OK) / rep.ServerCPU.Seconds()
 	}
 	if rep.OK == 0 {
 		return rep, fmt.Errorf("no key exchange succeeded: %s", rep.FirstError)

@@ -120,7 +120,7 @@ func connsTotal(s samples) float64 {
 }
 
 // idleSample is how long the idle node's own CPU use is sampled for.
-const idleSample = 3 * time.Second
+const idleSample = 5 * time.Second
 
 // measureIdleCPU returns the CPU the node uses while nobody talks to it,
 // in seconds per second (Badger's and the runtime's background work). It

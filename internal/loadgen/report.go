@@ -38,14 +38,15 @@ func (r *Report) Markdown(w io.Writer) error {
 	}
 	if h := r.Handshake; h != nil {
 		p.f("### Auth key creation (%d concurrent gotd exchange clients, fresh TCP connection each)\n\n", h.Workers)
-		p.f("| keys | errors | keys/s | keys/s per node core | p50 | p99 | max | cores busy: node, client | node CPU/key (net) | keys per node CPU-second |\n")
+		p.f("| keys | errors | keys/s | keys/s per node core | p50 | p99 | max | cores busy: node, client | node CPU/key: raw, net of idle | keys per node CPU-second: raw, net |\n")
 		p.f("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		p.f("| %d | %d | %.2f | %.2f | %s | %s | %s | %s, %s | %s | %.1f |\n\n",
+		p.f("| %d | %d | %.2f | %.2f | %s | %s | %s | %s, %s | %s, %s | %.1f, %.1f |\n\n",
 			h.OK, h.Errors, h.PerSec, h.PerCore, ms(h.P50), ms(h.P99), ms(h.Max),
 			cores(h.ServerCPU, h.Elapsed), cores(h.ClientCPU, h.Elapsed),
-			us(h.ServerCPUPerOp), h.PerServerCPUSecond)
+			us(h.ServerCPUPerOpRaw), us(h.ServerCPUPerOp), h.PerServerCPUSecondRaw, h.PerServerCPUSecond)
 		if h.FloorRatio > 0 {
-			p.f("Achieved / floor: %.2f per node core (keys/s ÷ GOMAXPROCS), %.2f per node CPU-second.", h.FloorRatio, h.CPUFloorRatio)
+			p.f("Achieved / floor: %.3f per node core (keys/s ÷ GOMAXPROCS); %.2f to %.2f per node CPU-second (raw to net).",
+				h.FloorRatio, h.CPUFloorRatioRaw, h.CPUFloorRatio)
 		}
 		p.f(" Node counters: %.0f ok, %.0f busy (-429), %.0f failed.\n", h.ServerOK, h.ServerBusy, h.ServerFailed)
 		if h.FirstError != "" {
