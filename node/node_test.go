@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -79,6 +80,11 @@ func TestGetConfigOverEveryTransport(t *testing.T) {
 				cfg, err := c.API().HelpGetConfig(ctx)
 				if err != nil {
 					return err
+				}
+				// gotd pings as a service message (even seqno); it must
+				// get its pong, or gotd redials every keepalive period.
+				if err := c.Ping(ctx); err != nil {
+					return fmt.Errorf("ping: %w", err)
 				}
 				want := n.ClientAddr().(*net.TCPAddr)
 				if cfg.ThisDC != 1 || len(cfg.DCOptions) != 1 ||

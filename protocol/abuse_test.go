@@ -144,7 +144,8 @@ func TestPingAndReplayedMsgID(t *testing.T) {
 	if err := c.sendRaw(frame); err != nil {
 		t.Fatal(err)
 	}
-	c.send(&mt.PingRequest{PingID: 8}, true)
+	// gotd sends pings as service messages, with an even seqno.
+	c.send(&mt.PingRequest{PingID: 8}, false)
 	m = c.expect(mt.PongTypeID)
 	_ = pong.Decode(&bin.Buffer{Buf: m.body})
 	if pong.PingID != 8 {
@@ -197,7 +198,6 @@ func TestBadMsgIDs(t *testing.T) {
 		{"too old", (time.Now().Add(-time.Hour).Unix() << 32), 1, 16},
 		{"too new", (time.Now().Add(time.Hour).Unix() << 32), 1, 17},
 		{"parity", c.nextID() | 1, 1, 18},
-		{"even seqno for content", c.nextID(), 2, 35},
 	}
 	for _, tc := range cases {
 		if err := c.sendRaw(c.seal(tc.id, tc.seqno, c.salt, ping.Buf)); err != nil {
@@ -208,6 +208,20 @@ func TestBadMsgIDs(t *testing.T) {
 		_ = n.Decode(&bin.Buffer{Buf: m.body})
 		if n.ErrorCode != tc.code || n.BadMsgID != tc.id {
 			t.Errorf("%s: got code %d for %d, want %d", tc.name, n.ErrorCode, n.BadMsgID, tc.code)
+		}
+	}
+	// Even seqno on an API call.
+	var call bin.Buffer
+	_ = (&tg.HelpGetNearestDCRequest{}).Encode(&call)
+	evenID := c.nextID()
+	if err := c.sendRaw(c.seal(evenID, 2, c.salt, call.Buf)); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.expect(mt.BadMsgNotificationTypeID); true {
+		var n mt.BadMsgNotification
+		_ = n.Decode(&bin.Buffer{Buf: m.body})
+		if n.ErrorCode != 35 || n.BadMsgID != evenID {
+			t.Errorf("even seqno on an RPC: code %d, want 35", n.ErrorCode)
 		}
 	}
 	// Odd seqno on a non-content message (msgs_ack).

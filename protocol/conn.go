@@ -308,6 +308,18 @@ func notContentRelated(id uint32) bool {
 	return false
 }
 
+// serviceQuery lists the MTProto service messages a client may send with
+// an even or an odd seqno.
+func serviceQuery(id uint32) bool {
+	switch id {
+	case mt.PingRequestTypeID, mt.PingDelayDisconnectRequestTypeID, mt.GetFutureSaltsRequestTypeID,
+		mt.MsgsStateReqTypeID, mt.MsgResendReqTypeID, mt.DestroySessionRequestTypeID,
+		mt.RPCDropAnswerRequestTypeID:
+		return true
+	}
+	return false
+}
+
 func (c *conn) badMsg(sess *session, msgID int64, seqno int32, code int) error {
 	c.srv.metrics.badMsgs.WithLabelValues(fmt.Sprint(code)).Inc()
 	return c.sendObj(sess, &mt.BadMsgNotification{BadMsgID: msgID, BadMsgSeqno: int(seqno), ErrorCode: code}, false, false)
@@ -335,9 +347,11 @@ func (c *conn) process(sess *session, msgID int64, seqno int32, body []byte, inC
 		}
 	}
 	content := !notContentRelated(typeID)
-	// get_future_salts is a service query clients send with either parity
-	// (gotd uses an even seqno, and Telegram accepts it): no parity check.
-	if typeID == mt.GetFutureSaltsRequestTypeID {
+	// MTProto service queries (ping, get_future_salts, ...) are sent with
+	// either parity: gotd sends them as not content-related (even), and
+	// Telegram answers them. Parity is enforced for API calls, acks and
+	// containers.
+	if serviceQuery(typeID) {
 		content = seqno%2 == 1
 	}
 	if content && seqno%2 == 0 {
