@@ -23,7 +23,7 @@ import (
 
 // Per-connection bounds.
 const (
-	outQueue            = 256              // outgoing messages waiting for the writer
+	outQueue            = 64               // outgoing messages waiting for the writer (72 B each, allocated per connection)
 	maxInflight         = 32               // RPCs of one connection running at once
 	maxHandshakesOnConn = 4                // key exchanges one connection may run (perm + temp, with retries)
 	maxContainerLen     = 1024             // messages in one container
