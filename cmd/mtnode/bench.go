@@ -26,8 +26,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var (
 		opts      loadgen.Options
-		scenarios = fs.String("scenario", "all", "comma-separated scenarios: crypto, handshake, ping, idle, or all")
+		scenarios = fs.String("scenario", "all", "comma-separated scenarios: crypto, handshake, ping, chat, idle, or all")
 		conns     = fs.String("conns", "1,64,1024", "comma-separated concurrent connections for the ping scenario")
+		chatUsers = fs.String("chat-users", "2,100,1000", "comma-separated user counts (even) for the chat scenario")
 		transport = fs.String("transport", string(mtclient.Intermediate), "client transport for ping and idle")
 		ping      = fs.String("ping", string(loadgen.PingAuto), "round trip: ping (telegram.Client.Ping), rpc (help.getNearestDc) or auto (ping if answered)")
 		asJSON    = fs.Bool("json", false, "print the report as JSON instead of Markdown")
@@ -65,6 +66,14 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		opts.Conns = append(opts.Conns, n)
+	}
+	for _, s := range strings.Split(*chatUsers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 2 || n%2 != 0 {
+			fmt.Fprintf(stderr, "mtnode bench: bad --chat-users %q (even counts, at least 2)\n", *chatUsers)
+			return 2
+		}
+		opts.ChatUsers = append(opts.ChatUsers, n)
 	}
 	opts.Transport = mtclient.Transport(*transport)
 	opts.PingMethod = loadgen.PingMethod(*ping)

@@ -37,12 +37,15 @@ const (
 	Handshake Scenario = "handshake"
 	// Ping measures encrypted ping round trips at each of Options.Conns.
 	Ping Scenario = "ping"
+	// Chat measures private messages per second between signed-in users
+	// in pairs, at each of Options.ChatUsers, next to a raw Badger floor.
+	Chat Scenario = "chat"
 	// Idle measures the server's memory per idle authorized connection.
 	Idle Scenario = "idle"
 )
 
 // Scenarios lists every scenario in run order.
-var Scenarios = []Scenario{Crypto, Handshake, Ping, Idle}
+var Scenarios = []Scenario{Crypto, Handshake, Ping, Chat, Idle}
 
 // ErrNoMetrics is returned by the idle scenario when the node's /metrics
 // address is unknown (an external target without Options.MetricsAddr).
@@ -58,6 +61,10 @@ type Options struct {
 	Duration time.Duration
 	// Conns are the ping scenario's concurrent connections; 1, 64, 1024.
 	Conns []int
+	// ChatUsers are the chat scenario's levels: that many users (even),
+	// each signed up with its own auth key and test number, in pairs;
+	// 2, 100, 1000.
+	ChatUsers []int
 	// IdleConns is how many idle connections the idle scenario opens; 1000.
 	IdleConns int
 	// HandshakeWorkers run key exchanges concurrently; twice GOMAXPROCS
@@ -108,6 +115,9 @@ func (o *Options) setDefaults() {
 	}
 	if len(o.Conns) == 0 {
 		o.Conns = []int{1, 64, 1024}
+	}
+	if len(o.ChatUsers) == 0 {
+		o.ChatUsers = []int{2, 100, 1000}
 	}
 	if o.IdleConns <= 0 {
 		o.IdleConns = 1000
@@ -169,6 +179,7 @@ type Report struct {
 	Crypto    *CryptoReport
 	Handshake *HandshakeReport
 	Ping      []PingReport
+	Chat      []ChatReport
 	Idle      *IdleReport
 }
 
@@ -225,6 +236,11 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 			return nil, fmt.Errorf("loadgen: connection count %d", n)
 		}
 	}
+	for _, n := range opts.ChatUsers {
+		if n < 2 || n%2 != 0 {
+			return nil, fmt.Errorf("loadgen: chat users %d: want an even number, at least 2", n)
+		}
+	}
 	rep = &Report{
 		Start:        time.Now().UTC(),
 		GoVersion:    runtime.Version(),
@@ -250,7 +266,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		}
 		rep.Crypto = cr
 	}
-	if !want(Handshake) && !want(Ping) && !want(Idle) {
+	if !want(Handshake) && !want(Ping) && !want(Chat) && !want(Idle) {
 		return rep, nil
 	}
 
@@ -289,8 +305,15 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 			return rep, fmt.Errorf("ping: %w", err)
 		}
 	}
+	if want(Chat) {
+		crs, err := runChats(ctx, rs)
+		rep.Chat = crs
+		if err != nil {
+			return rep, fmt.Errorf("chat: %w", err)
+		}
+	}
 	if want(Idle) {
-		if opts.Addr == "" && (want(Handshake) || want(Ping)) {
+		if opts.Addr == "" && (want(Handshake) || want(Ping) || want(Chat)) {
 			// A fresh node, so that the earlier scenarios' heap peak and
 			// sessions are not in the idle scenario's RSS and heap.
 			first := stop

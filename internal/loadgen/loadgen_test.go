@@ -56,6 +56,7 @@ func TestRunAllScenarios(t *testing.T) {
 	rep, err := Run(ctx, Options{
 		Duration:         300 * time.Millisecond,
 		Conns:            []int{2, 1},
+		ChatUsers:        []int{2},
 		IdleConns:        2,
 		HandshakeWorkers: 2,
 		NodeBinary:       nodeBinary,
@@ -84,6 +85,14 @@ func TestRunAllScenarios(t *testing.T) {
 	if rep.PingMethod != PingMTProto && rep.PingMethod != PingRPC {
 		t.Errorf("ping method %q", rep.PingMethod)
 	}
+	if len(rep.Chat) != 1 {
+		t.Fatalf("chat levels: %+v", rep.Chat)
+	}
+	if c := rep.Chat[0]; c.Users != 2 || c.Sent == 0 || c.Received != c.Sent || c.Missing != 0 || c.Errors != 0 ||
+		c.AckP50 <= 0 || c.E2EP50 <= 0 || c.ServerCPU <= 0 || c.Floor1 == nil || c.Floor1.PerSec <= 0 ||
+		c.FloorN == nil || c.FloorN.Writers != 2 || c.Ratio1 <= 0 {
+		t.Errorf("chat: %+v", c)
+	}
 	if i := rep.Idle; i == nil || i.After.ConnsActive-i.Before.ConnsActive != 2 || !i.Before.AfterGC || !i.After.AfterGC || i.GoroutinesPerConn <= 0 {
 		t.Errorf("idle: %+v", rep.Idle)
 	}
@@ -91,7 +100,7 @@ func TestRunAllScenarios(t *testing.T) {
 	if err := rep.Markdown(&md); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Crypto floor", "Auth key creation", "round trips", "Idle authorized connections"} {
+	for _, want := range []string{"Crypto floor", "Auth key creation", "round trips", "Private messages", "Storage floor", "Idle authorized connections"} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())
 		}
@@ -144,6 +153,7 @@ func TestOptionErrors(t *testing.T) {
 	for _, o := range []Options{
 		{Scenarios: []Scenario{"nope"}},
 		{Scenarios: []Scenario{Ping}, Conns: []int{0}},
+		{Scenarios: []Scenario{Chat}, ChatUsers: []int{3}},
 		{Scenarios: []Scenario{Ping}},                    // no binary, no address
 		{Scenarios: []Scenario{Ping}, Addr: "1.2.3.4:5"}, // no public key
 	} {

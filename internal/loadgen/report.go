@@ -79,6 +79,9 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 		p.f("\n")
 	}
+	if len(r.Chat) > 0 {
+		r.chatMarkdown(p)
+	}
 	if i := r.Idle; i != nil {
 		p.f("### Idle authorized connections (%d, opened in %.1fs)\n\n", i.Conns, i.Setup.Seconds())
 		p.f("| | RSS | heap in use | heap alloc | stacks | goroutines | conns |\n|---|---:|---:|---:|---:|---:|---:|\n")
