@@ -2,6 +2,7 @@
 //
 //	mtnode run [flags]   serve a node (a one-node DC by default)
 //	mtnode client ...    a small command-line client (login, send, history, listen)
+//	mtnode keygen ...    make a cluster's CA, gossip key and join token, or a node certificate
 //	mtnode version       print the version
 //	mtnode help          print usage
 package main
@@ -31,6 +32,8 @@ Usage:
   mtnode run [flags]    serve a node; with no flags, a one-node DC on loopback
   mtnode bench [flags]  measure a node under load (see BENCHMARKS.md)
   mtnode client CMD     try a node: login, send, history, listen ("mtnode client help")
+  mtnode keygen --out DIR [--node-cert ID]
+                        make a cluster CA, gossip key and join token, or a node certificate
   mtnode version        print the version
   mtnode help           print this help
 
@@ -50,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runBench(args[1:], stdout, stderr)
 	case "client":
 		return runClient(args[1:], os.Stdin, stdout, stderr)
+	case "keygen":
+		return runKeygen(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mtnode", version())
 		return 0
