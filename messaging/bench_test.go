@@ -9,9 +9,8 @@ import (
 // real Badger with synchronous writes: the node's per-message cost below
 // the API, fsync included.
 func BenchmarkSendMessage(b *testing.B) {
-	t := &testing.T{}
 	a, c := UserID(1, 1), UserID(1, 2)
-	f := newFixture(t, a, c)
+	f := newFixture(b, a, c)
 	text := "a message of a typical length, about sixty characters long"
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -9,7 +9,7 @@ import (
 	"github.com/mtnode/mtnode/storage"
 )
 
-func openMachine(t *testing.T, n Notifier) (*Machine, *storage.DB) {
+func openMachine(t testing.TB, n Notifier) (*Machine, *storage.DB) {
 	t.Helper()
 	db, err := storage.Open(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {

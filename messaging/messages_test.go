@@ -46,14 +46,14 @@ func (c blockCmd) apply(tx *storage.Txn, env Env) (any, error) {
 }
 
 type fixture struct {
-	t   *testing.T
+	t   testing.TB
 	m   *Machine
 	db  *storage.DB
 	rec *recordNotifier
 	now int64
 }
 
-func newFixture(t *testing.T, users ...int64) *fixture {
+func newFixture(t testing.TB, users ...int64) *fixture {
 	t.Helper()
 	rec := &recordNotifier{}
 	m, db := openMachine(t, rec)
