@@ -59,15 +59,36 @@ type Notifier interface {
 	Notify(events []Event)
 }
 
-// Machine applies commands to the node's state. On one node commands are
-// serialised by a mutex and each commits in one durable transaction; the
-// replicated version proposes them to Raft instead.
+// Machine applies commands to the node's state. Commands are applied one
+// after another, in the order they arrive, but committed in groups: the
+// caller that finds no commit running becomes the committer, applies every
+// queued command in one Badger transaction and commits it with one fsync,
+// then answers each caller. The order and outcome of every command is what
+// applying them one transaction each would give (a rejected command's
+// writes are dropped by redoing its batch without it), so the replicated
+// version can apply Raft log batches the same way.
 type Machine struct {
 	table    *storage.Table
 	notifier Notifier
 
-	mu       sync.Mutex // serialises commands
-	notifyMu sync.Mutex // orders notifications as commands committed
+	mu         sync.Mutex // guards queue and committing
+	queue      []*pending
+	committing bool
+	notifyMu   sync.Mutex // orders notifications as commands committed
+}
+
+// maxBatch bounds the commands in one transaction; a batch that outgrows
+// Badger's transaction limit is committed early and continued in a new one.
+const maxBatch = 128
+
+// pending is a queued command and where its caller waits.
+type pending struct {
+	cmd    Command
+	env    Env
+	out    any
+	events []Event
+	err    error
+	done   chan struct{}
 }
 
 // NewMachine returns a Machine over the table that holds messaging state.
@@ -79,40 +100,125 @@ func NewMachine(table *storage.Table, n Notifier) *Machine {
 // state says no (for example PHONE_CODE_INVALID). Nothing was written.
 var ErrRejected = errors.New("rejected")
 
-// Apply runs cmd in one transaction; on success the write is on disk and
-// its events have been handed to the notifier.
+// Apply runs cmd after every command queued before it; when it returns nil
+// the command's writes are on disk and its events have been handed to the
+// notifier. Once queued, a command is applied even if ctx ends meanwhile:
+// callers then retry with the same random_id, which commands deduplicate.
 func (m *Machine) Apply(ctx context.Context, cmd Command, env Env) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	p := &pending{cmd: cmd, env: env, done: make(chan struct{})}
 	m.mu.Lock()
-	var out any
-	var events []Event
-	err := m.table.Update(func(tx *storage.Txn) error {
-		res, err := cmd.apply(tx, env)
-		if err != nil {
-			return err
-		}
-		if a, ok := res.(Applied); ok {
-			out, events = a.Result, a.Events
-		} else {
-			out = res
-		}
-		return nil
-	})
-	// Hand over to the notify lock before releasing the write lock: events
-	// reach the notifier in commit order (so pushes go out in pts order),
-	// while the next command may already commit.
-	m.notifyMu.Lock()
+	m.queue = append(m.queue, p)
+	lead := !m.committing
+	m.committing = true
 	m.mu.Unlock()
-	if err == nil && len(events) > 0 && m.notifier != nil {
-		m.notifier.Notify(events)
+	if lead {
+		m.drain()
+	}
+	<-p.done
+	if p.err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd.Kind(), p.err)
+	}
+	return p.out, nil
+}
+
+// drain commits queued batches until the queue is empty.
+func (m *Machine) drain() {
+	for {
+		m.mu.Lock()
+		n := min(len(m.queue), maxBatch)
+		if n == 0 {
+			m.committing = false
+			m.mu.Unlock()
+			return
+		}
+		batch := m.queue[:n:n]
+		m.queue = m.queue[n:]
+		m.mu.Unlock()
+		m.commit(batch)
+	}
+}
+
+// commit applies batch in order in as few transactions as fit, commits
+// them, notifies their events in order and wakes their callers.
+func (m *Machine) commit(batch []*pending) {
+	for len(batch) > 0 {
+		n := m.commitSome(batch)
+		batch = batch[n:]
+	}
+}
+
+// commitSome applies a prefix of batch in one transaction and commits it;
+// it returns how many commands it settled (at least one).
+func (m *Machine) commitSome(batch []*pending) int {
+	tx := m.table.Begin()
+	defer tx.Discard()
+	var kept []*pending // applied in tx, in order
+	settled := 0
+	for _, p := range batch {
+		out, events, err := applyOne(&tx.Txn, p)
+		if errors.Is(err, storage.ErrTxnTooBig) && len(kept) > 0 {
+			break // commit what fits; p starts the next transaction
+		}
+		settled++
+		if err == nil {
+			p.out, p.events = out, events
+			kept = append(kept, p)
+			continue
+		}
+		// Badger cannot drop part of a transaction: start over without p.
+		p.err = err
+		tx.Discard()
+		tx = m.table.Begin()
+		for _, q := range kept {
+			if q.out, q.events, q.err = applyOne(&tx.Txn, q); q.err != nil {
+				// A command that applied before must apply again the same
+				// way; if it does not, fail the rest rather than guess.
+				err := fmt.Errorf("replay of %s: %w", q.cmd.Kind(), q.err)
+				for _, r := range kept {
+					r.err = err
+				}
+				kept = nil
+				break
+			}
+		}
+	}
+	if len(kept) > 0 {
+		if err := tx.Commit(); err != nil {
+			for _, p := range kept {
+				p.err = err
+			}
+		}
+	}
+	// Notify in commit order before waking callers, so a caller that acts
+	// on its answer never overtakes its own events.
+	m.notifyMu.Lock()
+	if m.notifier != nil {
+		for _, p := range kept {
+			if p.err == nil && len(p.events) > 0 {
+				m.notifier.Notify(p.events)
+			}
+		}
 	}
 	m.notifyMu.Unlock()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", cmd.Kind(), err)
+	for _, p := range batch[:settled] {
+		close(p.done)
 	}
-	return out, nil
+	return settled
+}
+
+// applyOne runs one command in tx.
+func applyOne(tx *storage.Txn, p *pending) (any, []Event, error) {
+	res, err := p.cmd.apply(tx, p.env)
+	if err != nil {
+		return nil, nil, err
+	}
+	if a, ok := res.(Applied); ok {
+		return a.Result, a.Events, nil
+	}
+	return res, nil, nil
 }
 
 // View runs a read-only query against a consistent snapshot.

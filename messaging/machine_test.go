@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"testing"
 
 	"github.com/mtnode/mtnode/storage"
@@ -104,5 +105,71 @@ func TestAccessHashesArePerViewer(t *testing.T) {
 	}
 	if HomeDC(target) != 1 || target >= 1<<52 {
 		t.Fatalf("id %d", target)
+	}
+}
+
+// TestConcurrentCommandsCommitInGroups runs many commands at once, some of
+// them rejected, so that they share transactions: the accepted ones must
+// all land exactly once with gapless pts, the rejected ones leave nothing,
+// and events reach the notifier in pts order.
+func TestConcurrentCommandsCommitInGroups(t *testing.T) {
+	rec := &recordNotifier{}
+	m, _ := openMachine(t, rec)
+	uid := UserID(1, 7)
+	const n = 200
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	accepted := 0
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, err := m.Apply(context.Background(), appendCmd{uid: uid, n: 2, fail: i%5 == 0}, Env{Now: int64(i)})
+			switch {
+			case err == nil:
+				mu.Lock()
+				accepted++
+				mu.Unlock()
+			case !errors.Is(err, ErrRejected):
+				t.Errorf("command %d: %v", i, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if accepted != n-n/5 {
+		t.Fatalf("%d commands accepted, want %d", accepted, n-n/5)
+	}
+	if len(rec.events) != 2*accepted {
+		t.Fatalf("%d events, want %d", len(rec.events), 2*accepted)
+	}
+	for i, ev := range rec.events {
+		if ev.Pts != i+1 {
+			t.Fatalf("event %d has pts %d: notified out of order", i, ev.Pts)
+		}
+	}
+	err := m.View(func(tx *storage.Txn) error {
+		st, err := GetState(tx, uid)
+		if err != nil {
+			return err
+		}
+		if st.Pts != 2*accepted {
+			t.Fatalf("pts %d, want %d", st.Pts, 2*accepted)
+		}
+		recs, err := UpdatesSince(tx, uid, 0, 10*n)
+		if err != nil {
+			return err
+		}
+		for i, r := range recs {
+			if r.Pts != i+1 {
+				t.Fatalf("log entry %d has pts %d", i, r.Pts)
+			}
+		}
+		if len(recs) != 2*accepted {
+			t.Fatalf("log has %d entries, want %d", len(recs), 2*accepted)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
