@@ -38,5 +38,5 @@ func (r *Report) chatMarkdown(p *mdWriter) {
 			p.f("\n%d users, first error: `%s`", c.Users, c.FirstError)
 		}
 	}
-	p.f("\nOne sendMessage is one Badger transaction (author's and recipient's copies commit together) and the node applies commands one at a time, so its ceiling is the one-writer floor. Missing = acknowledged messages whose push the peer did not get within %s (no getDifference).\n\n", chatReceiveGrace)
+	p.f("\nOne sendMessage writes what one floor transaction writes (author's and recipient's copies together); the node groups concurrent commands into shared transactions, so the N-writer floor, which shares fsyncs the same way, is the comparable ceiling. Missing = acknowledged messages whose push the peer did not get within %s (no getDifference).\n\n", chatReceiveGrace)
 }
