@@ -1,0 +1,87 @@
+package messaging
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/mtnode/mtnode/storage"
+)
+
+// Replicated is the messaging state machine behind Raft: it implements
+// replication.StateMachine (ApplyCommand, Restored) over log entries made
+// by EncodeCommand, and Propose is the proposing side. It keeps no state
+// of its own, so a snapshot restore needs nothing from it.
+//
+// Events are not pushed where a command is applied: every replica applies
+// every entry, and only one of them may push. ApplyCommand returns the
+// command's Applied (result and events) as its value; raft hands that
+// value back only to the future of the replica that proposed the entry
+// (the leader), and Propose gives the events to the notifier there.
+// Followers compute the same events and drop them.
+type Replicated struct {
+	notifier Notifier
+	notifyMu sync.Mutex // one Notify at a time, as Machine does
+}
+
+// NewReplicated returns a state machine whose proposals notify n (nil: no
+// pushes).
+func NewReplicated(n Notifier) *Replicated { return &Replicated{notifier: n} }
+
+// ApplyCommand decodes the entry and applies it in tx with the Env it was
+// proposed with; the value is an Applied. An entry that does not decode is
+// rejected (with an error wrapping ErrCodec) on every replica alike. It
+// implements replication.StateMachine.
+func (r *Replicated) ApplyCommand(tx *storage.Txn, index uint64, data []byte) (any, error) {
+	cmd, env, err := DecodeCommand(data)
+	if err != nil {
+		return nil, err
+	}
+	res, err := cmd.apply(tx, env)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd.Kind(), err)
+	}
+	if a, ok := res.(Applied); ok {
+		return a, nil
+	}
+	return Applied{Result: res}, nil
+}
+
+// Restored implements replication.StateMachine; there is no cache to
+// drop.
+func (r *Replicated) Restored(index uint64) {}
+
+// Proposer is the raft group commands are proposed to
+// (*replication.Group): Apply proposes an entry, waits until it is applied
+// on this replica and returns the state machine's value or rejection.
+type Proposer interface {
+	Apply(ctx context.Context, entry []byte) (any, error)
+}
+
+// Propose encodes cmd with env, proposes it through p and waits for it to
+// be applied, then hands its events to the notifier and returns its
+// result, as Machine.Apply does on one node. On a follower p answers
+// replication.ErrNotLeader and nothing is proposed. An error other than a
+// rejection leaves the outcome unknown (the entry may still commit; its
+// events are then never pushed, but they are in the users' update logs,
+// which clients read with getDifference): retry with the same random_id.
+func (r *Replicated) Propose(ctx context.Context, p Proposer, cmd Command, env Env) (any, error) {
+	entry, err := EncodeCommand(cmd, env)
+	if err != nil {
+		return nil, err
+	}
+	v, err := p.Apply(ctx, entry)
+	if err != nil {
+		return nil, err
+	}
+	a, ok := v.(Applied)
+	if !ok {
+		return nil, fmt.Errorf("%s: unexpected value %T", cmd.Kind(), v)
+	}
+	if len(a.Events) > 0 && r.notifier != nil {
+		r.notifyMu.Lock()
+		r.notifier.Notify(a.Events)
+		r.notifyMu.Unlock()
+	}
+	return a.Result, nil
+}
