@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/gotd/td/bin"
 	"github.com/gotd/td/tg"
@@ -44,8 +45,12 @@ const (
 // Domain refusals of the message commands, with Telegram's names. Nothing
 // is written when a command returns one of them.
 var (
-	ErrMessageEmpty          = Reject(400, "MESSAGE_EMPTY")
-	ErrMessageTooLong        = Reject(400, "MESSAGE_TOO_LONG")
+	ErrMessageEmpty   = Reject(400, "MESSAGE_EMPTY")
+	ErrMessageTooLong = Reject(400, "MESSAGE_TOO_LONG")
+	// ErrMessageInvalid answers text that is not valid UTF-8: TL strings
+	// are UTF-8, and a stored or replicated message must be exactly what
+	// every reader decodes.
+	ErrMessageInvalid        = Reject(400, "MESSAGE_INVALID")
 	ErrMessageIDInvalid      = Reject(400, "MESSAGE_ID_INVALID")
 	ErrMessageIDsEmpty       = Reject(400, "MESSAGE_IDS_EMPTY")
 	ErrMessageNotModified    = Reject(400, "MESSAGE_NOT_MODIFIED")
@@ -231,6 +236,9 @@ func UTF16Len(s string) int {
 // CheckText validates a message text and its entities: non-empty, at most
 // MessageLengthMax UTF-16 units, entities inside the text.
 func CheckText(text string, entities []byte) error {
+	if !utf8.ValidString(text) {
+		return ErrMessageInvalid
+	}
 	if strings.TrimSpace(text) == "" {
 		return ErrMessageEmpty
 	}

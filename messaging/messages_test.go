@@ -620,3 +620,12 @@ func TestDeterministic(t *testing.T) {
 		t.Fatal("the same commands gave different states")
 	}
 }
+
+func TestInvalidUTF8TextIsRefused(t *testing.T) {
+	if err := CheckText("ok \xff", nil); !errors.Is(err, ErrMessageInvalid) {
+		t.Fatalf("invalid UTF-8: %v", err)
+	}
+	if err := CheckText("ok", nil); err != nil {
+		t.Fatal(err)
+	}
+}
