@@ -109,6 +109,8 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	wgMu   sync.Mutex // orders wg.Add against Close's wg.Wait
+	closed bool
 
 	sessMu   sync.Mutex
 	sessions map[int64]map[int64]*session // auth key id → session id → session
@@ -207,7 +209,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		}
 		delay = 0
-		s.wg.Add(1)
+		if !s.track() {
+			nc.Close()
+			return nil
+		}
 		go func() {
 			defer s.wg.Done()
 			s.serve(ctx, nc)
@@ -218,7 +223,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // ServeConn serves one already-accepted connection (for example a WebSocket
 // wrapped as a net.Conn) and returns when it is closed.
 func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
-	s.wg.Add(1)
+	if !s.track() {
+		nc.Close()
+		return
+	}
 	defer s.wg.Done()
 	s.serve(ctx, nc)
 }
@@ -230,9 +238,23 @@ func (s *Server) WebSocketHandler() http.Handler {
 
 // Close ends every connection and waits for them. Safe to call twice.
 func (s *Server) Close() error {
+	s.wgMu.Lock()
+	s.closed = true
+	s.wgMu.Unlock()
 	s.cancel()
 	s.wg.Wait()
 	return nil
+}
+
+// track counts a new connection unless the server is closed.
+func (s *Server) track() bool {
+	s.wgMu.Lock()
+	defer s.wgMu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 func (s *Server) serve(ctx context.Context, nc net.Conn) {
