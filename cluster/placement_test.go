@@ -233,7 +233,7 @@ func newSim(t *testing.T, seed uint64) *sim {
 	s := &sim{
 		t:       t,
 		rng:     rand.New(rand.NewPCG(seed, 1)),
-		shards:  1 + int(seed%3)*8,
+		shards:  1 + int(seed/3%3)*8,
 		rf:      1 + int(seed%3),
 		now:     t0,
 		alive:   map[NodeID]bool{},
@@ -381,9 +381,23 @@ func (s *sim) apply(st Step) {
 			s.t.Fatalf("%v: target not alive", st)
 		}
 	}
+	wasVoter := slices.Contains(sh.Voters, st.Node)
 	s.kinds[st.Kind]++
 	s.cur.Apply(st)
 	sh = s.cur.Shards[st.Shard]
+	if st.Kind == StepRemove && s.alive[st.Node] && wasVoter {
+		// A live voter goes only once its replacement is a voter: the
+		// target's voters remain, at least min(rf, eligible) of them.
+		eligible := 0
+		for _, m := range s.live() {
+			if !m.Leaving {
+				eligible++
+			}
+		}
+		if len(sh.Voters) < min(s.rf, eligible) {
+			s.t.Fatalf("%v left %v voters before replacements were voters", st, sh.Voters)
+		}
+	}
 	if len(sh.Voters) == 0 || s.upVoters(sh, "") < quorum(len(sh.Voters)) {
 		s.t.Fatalf("%v left shard with %v voters, %d alive", st, sh.Voters, s.upVoters(sh, ""))
 	}
