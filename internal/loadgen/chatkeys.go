@@ -176,16 +176,23 @@ func (d *dhChecked) check(g int, prime *big.Int) error {
 
 // fastKey creates one permanent auth key on a fresh connection, as
 // exchange.ClientExchange.Run does, with a fast pq factoring and a cached
-// check of the DH prime.
-func fastKey(ctx context.Context, addr string, dc int, key exchange.PublicKey, dh *dhChecked) (r exchange.ClientExchangeResult, err error) {
+// check of the DH prime. expBits is the size of the client's secret DH
+// exponent b; 0 is crypto.RSAKeyBits (2048, as gotd). A shorter one (the
+// handshake scenario uses shortDHExpBits) makes the client's two modexps
+// cheaper; g_b is still a full-size residue mod p, so the node can neither
+// tell nor do less work.
+func fastKey(ctx context.Context, addr string, dc int, key exchange.PublicKey, dh *dhChecked, expBits int) (r exchange.ClientExchangeResult, err error) {
 	err = withExchangeConn(ctx, addr, func(tc exchangeConn) error {
-		r, err = fastKeyOn(ctx, &kxConn{tc: tc}, dc, key, dh)
+		r, err = fastKeyOn(ctx, &kxConn{tc: tc}, dc, key, dh, expBits)
 		return err
 	})
 	return r, err
 }
 
-func fastKeyOn(ctx context.Context, c *kxConn, dc int, pub exchange.PublicKey, dh *dhChecked) (exchange.ClientExchangeResult, error) {
+func fastKeyOn(ctx context.Context, c *kxConn, dc int, pub exchange.PublicKey, dh *dhChecked, expBits int) (exchange.ClientExchangeResult, error) {
+	if expBits <= 0 {
+		expBits = crypto.RSAKeyBits
+	}
 	var none exchange.ClientExchangeResult
 	nonce, err := crypto.RandInt128(rand.Reader)
 	if err != nil {
@@ -275,7 +282,7 @@ func fastKeyOn(ctx context.Context, c *kxConn, dc int, pub exchange.PublicKey, d
 	}
 	g := big.NewInt(int64(inner2.G))
 	gA := new(big.Int).SetBytes(inner2.GA)
-	b, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), crypto.RSAKeyBits))
+	b, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), uint(expBits)))
 	if err != nil {
 		return none, err
 	}
@@ -348,7 +355,7 @@ func makeUserKeys(ctx context.Context, t *target, n, workers int) ([]session.Dat
 			defer wg.Done()
 			for range jobs {
 				for {
-					r, err := fastKey(ctx, t.addr, t.dc, t.key, &dh)
+					r, err := fastKey(ctx, t.addr, t.dc, t.key, &dh, 0)
 					mu.Lock()
 					if err == nil {
 						out = append(out, session.Data{

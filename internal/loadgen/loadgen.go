@@ -72,6 +72,9 @@ type Options struct {
 	// bound and more workers would only queue for the CPU. Keep it below
 	// the node's max_handshakes (64), or the excess gets -429.
 	HandshakeWorkers int
+	// HandshakeClient is the key exchange client of the handshake
+	// scenario: HandshakeFast (default) or HandshakeGotd.
+	HandshakeClient HandshakeClient
 	// SetupConcurrency bounds connections being set up at once (each does
 	// its own key exchange); 16.
 	SetupConcurrency int
@@ -121,6 +124,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.IdleConns <= 0 {
 		o.IdleConns = 1000
+	}
+	if o.HandshakeClient == "" {
+		o.HandshakeClient = HandshakeFast
 	}
 	if o.HandshakeWorkers <= 0 {
 		o.HandshakeWorkers = min(2*runtime.GOMAXPROCS(0), 32)

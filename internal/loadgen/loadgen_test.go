@@ -45,6 +45,34 @@ func testMain(m *testing.M) int {
 	return code
 }
 
+// TestHandshakeGotdClient runs the handshake scenario with gotd's own
+// exchange client, the alternative to the default fast one.
+func TestHandshakeGotdClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node and creates auth keys with gotd (seconds of CPU)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Options{
+		Scenarios:        []Scenario{Handshake},
+		Duration:         300 * time.Millisecond,
+		HandshakeWorkers: 1,
+		HandshakeClient:  HandshakeGotd,
+		MaxOps:           1,
+		NodeBinary:       nodeBinary,
+		ServerProcs:      1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := rep.Handshake; h == nil || h.Client != HandshakeGotd || h.OK != 1 || h.ServerOK != 1 {
+		t.Errorf("handshake: %+v", rep.Handshake)
+	}
+	if _, err := Run(ctx, Options{Scenarios: []Scenario{Handshake}, HandshakeClient: "nope", NodeBinary: nodeBinary, ServerProcs: 1}); err == nil {
+		t.Error("unknown handshake client accepted")
+	}
+}
+
 // TestRunAllScenarios runs every scenario with tiny counts against a child
 // node: it proves the code paths work, not how fast anything is.
 func TestRunAllScenarios(t *testing.T) {
@@ -71,7 +99,8 @@ func TestRunAllScenarios(t *testing.T) {
 	if rep.ServerProcs != 1 {
 		t.Errorf("server GOMAXPROCS %d, want 1", rep.ServerProcs)
 	}
-	if h := rep.Handshake; h == nil || h.OK == 0 || h.ServerOK != float64(h.OK) || h.ServerCPU <= 0 || h.P50 <= 0 {
+	if h := rep.Handshake; h == nil || h.Client != HandshakeFast || h.OK == 0 || h.ServerOK != float64(h.OK) || h.ServerCPU <= 0 || h.P50 <= 0 ||
+		h.ServerCores <= 0 || h.ServerBusyShare <= 0 || h.FloorRatio <= 0 {
 		t.Errorf("handshake: %+v", rep.Handshake)
 	}
 	if len(rep.Ping) != 2 || rep.Ping[0].Conns != 1 || rep.Ping[1].Conns != 2 {
@@ -100,7 +129,7 @@ func TestRunAllScenarios(t *testing.T) {
 	if err := rep.Markdown(&md); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Crypto floor", "Auth key creation", "round trips", "Private messages", "Storage floor", "Idle authorized connections"} {
+	for _, want := range []string{"Crypto floor", "Auth key creation", "fast exchange clients", "Node busy", "round trips", "Private messages", "Storage floor", "Idle authorized connections"} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())
 		}

@@ -37,7 +37,11 @@ func (r *Report) Markdown(w io.Writer) error {
 			ms(c.ClientPQ.Best), ms(c.ClientPQ.Mean), c.ClientPQ.Ops)
 	}
 	if h := r.Handshake; h != nil {
-		p.f("### Auth key creation (%d concurrent gotd exchange clients, fresh TCP connection each)\n\n", h.Workers)
+		what := "gotd exchange clients"
+		if h.Client == HandshakeFast {
+			what = "fast exchange clients (pq by Pollard rho, DH prime checked once, 256-bit b)"
+		}
+		p.f("### Auth key creation (%d concurrent %s, fresh TCP connection each)\n\n", h.Workers, what)
 		p.f("| keys | errors | keys/s | keys/s per node core | p50 | p99 | max | cores busy: node, client | node CPU/key: raw, net of idle | keys per node CPU-second: raw, net |\n")
 		p.f("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		p.f("| %d | %d | %.2f | %.2f | %s | %s | %s | %s, %s | %s, %s | %.1f, %.1f |\n\n",
@@ -47,6 +51,12 @@ func (r *Report) Markdown(w io.Writer) error {
 		if h.FloorRatio > 0 {
 			p.f("Achieved / floor: %.3f per node core (keys/s ÷ GOMAXPROCS); %.2f to %.2f per node CPU-second (raw to net).",
 				h.FloorRatio, h.CPUFloorRatioRaw, h.CPUFloorRatio)
+		}
+		if h.ServerBusyShare > 0 {
+			p.f(" Node busy: %.0f%% of its GOMAXPROCS.", 100*h.ServerBusyShare)
+		}
+		if h.OK > 0 && h.ClientCPU > 0 {
+			p.f(" Client CPU/key: %s.", us(h.ClientCPU/time.Duration(h.OK)))
 		}
 		p.f(" Node counters: %.0f ok, %.0f busy (-429), %.0f failed.\n", h.ServerOK, h.ServerBusy, h.ServerFailed)
 		if h.FirstError != "" {
