@@ -37,6 +37,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opts.Duration, "duration", 10*time.Second, "length of each measured phase")
 	fs.IntVar(&opts.IdleConns, "idle-conns", 1000, "idle connections to open for the idle scenario")
 	fs.IntVar(&opts.HandshakeWorkers, "handshake-workers", 0, "concurrent key exchanges; 0 is twice GOMAXPROCS (keep below the node's max_handshakes)")
+	fs.StringVar((*string)(&opts.HandshakeClient), "handshake-client", "fast", "key exchange client of the handshake scenario: fast (loads the node) or gotd (the real library)")
 	fs.IntVar(&opts.SetupConcurrency, "setup-concurrency", 16, "connections set up at once")
 	fs.IntVar(&opts.ServerProcs, "server-procs", 0, "GOMAXPROCS of the child node; 0 leaves the default")
 	fs.StringVar(&opts.Addr, "addr", "", "MTProto address of a running node; empty starts a child node")
