@@ -126,6 +126,37 @@ func (s *Service) render(tx *storage.Txn, viewer int64, msgs []*messaging.Messag
 	return out, users, err
 }
 
+// peerAndEntities resolves the peer a message goes to and checks its
+// entities, as the caller sees them.
+func (s *Service) peerAndEntities(method string, uid int64, in tg.InputPeerClass, ents []tg.MessageEntityClass) (peer messaging.Peer, enc []byte, err error) {
+	err = s.viewState(method, func(tx *storage.Txn) error {
+		if peer, err = s.peer(tx, uid, in); err != nil {
+			return err
+		}
+		enc, err = s.entities(tx, uid, ents)
+		return err
+	})
+	return peer, enc, err
+}
+
+// messageUpdates answers with an updates object carrying msgs as the
+// viewer sees them; wrap turns the rendered messages into the updates.
+func (s *Service) messageUpdates(method string, viewer int64, msgs []*messaging.Message, wrap func([]tg.MessageClass) []tg.UpdateClass) (*tg.Updates, error) {
+	out := &tg.Updates{Date: int(s.opts.Now().Unix())}
+	err := s.viewState(method, func(tx *storage.Txn) error {
+		rendered, users, err := s.render(tx, viewer, msgs)
+		if err != nil {
+			return err
+		}
+		out.Updates, out.Users = wrap(rendered), users
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (s *Service) messagesSendMessage(ctx context.Context, req *tg.MessagesSendMessageRequest) (tg.UpdatesClass, error) {
 	const method = "messages.sendMessage"
 	uid, auth, err := s.caller(ctx)
@@ -136,13 +167,7 @@ func (s *Service) messagesSendMessage(ctx context.Context, req *tg.MessagesSendM
 		From: uid, Auth: auth, RandomID: req.RandomID, Text: req.Message,
 		ReplyTo: replyToID(req.ReplyTo), Silent: req.Silent, ClearDraft: req.ClearDraft,
 	}
-	err = s.viewState(method, func(tx *storage.Txn) error {
-		if cmd.To, err = s.peer(tx, uid, req.Peer); err != nil {
-			return err
-		}
-		cmd.Entities, err = s.entities(tx, uid, req.Entities)
-		return err
-	})
+	cmd.To, cmd.Entities, err = s.peerAndEntities(method, uid, req.Peer, req.Entities)
 	if err != nil {
 		return nil, err
 	}
@@ -187,22 +212,16 @@ func (s *Service) messagesForwardMessages(ctx context.Context, req *tg.MessagesF
 		return nil, err
 	}
 	fw := res.(messaging.Forwarded)
-	out := &tg.Updates{Date: int(s.opts.Now().Unix())}
-	err = s.viewState(method, func(tx *storage.Txn) error {
-		msgs, users, err := s.render(tx, uid, fw.Msgs)
-		if err != nil {
-			return err
+	return s.messageUpdates(method, uid, fw.Msgs, func(msgs []tg.MessageClass) []tg.UpdateClass {
+		out := make([]tg.UpdateClass, 0, 2*len(msgs))
+		for i, m := range fw.Msgs {
+			out = append(out, &tg.UpdateMessageID{ID: m.ID, RandomID: fw.RandomIDs[i]})
 		}
 		for i, m := range fw.Msgs {
-			out.Updates = append(out.Updates, &tg.UpdateMessageID{ID: m.ID, RandomID: fw.RandomIDs[i]})
+			out = append(out, &tg.UpdateNewMessage{Message: msgs[i], Pts: m.Pts, PtsCount: 1})
 		}
-		for i, m := range fw.Msgs {
-			out.Updates = append(out.Updates, &tg.UpdateNewMessage{Message: msgs[i], Pts: m.Pts, PtsCount: 1})
-		}
-		out.Users = users
-		return nil
+		return out
 	})
-	return out, err
 }
 
 func (s *Service) messagesEditMessage(ctx context.Context, req *tg.MessagesEditMessageRequest) (tg.UpdatesClass, error) {
@@ -215,13 +234,7 @@ func (s *Service) messagesEditMessage(ctx context.Context, req *tg.MessagesEditM
 		return nil, tgerr.New(400, "MEDIA_INVALID")
 	}
 	cmd := messaging.EditMessage{User: uid, Auth: auth, ID: req.ID, Text: req.Message}
-	err = s.viewState(method, func(tx *storage.Txn) error {
-		if cmd.Peer, err = s.peer(tx, uid, req.Peer); err != nil {
-			return err
-		}
-		cmd.Entities, err = s.entities(tx, uid, req.Entities)
-		return err
-	})
+	cmd.Peer, cmd.Entities, err = s.peerAndEntities(method, uid, req.Peer, req.Entities)
 	if err != nil {
 		return nil, err
 	}
@@ -230,17 +243,9 @@ func (s *Service) messagesEditMessage(ctx context.Context, req *tg.MessagesEditM
 		return nil, err
 	}
 	ed := res.(messaging.Edited)
-	out := &tg.Updates{Date: int(s.opts.Now().Unix())}
-	err = s.viewState(method, func(tx *storage.Txn) error {
-		msgs, users, err := s.render(tx, uid, []*messaging.Message{ed.Msg})
-		if err != nil {
-			return err
-		}
-		out.Updates = []tg.UpdateClass{&tg.UpdateEditMessage{Message: msgs[0], Pts: ed.Pts, PtsCount: 1}}
-		out.Users = users
-		return nil
+	return s.messageUpdates(method, uid, []*messaging.Message{ed.Msg}, func(msgs []tg.MessageClass) []tg.UpdateClass {
+		return []tg.UpdateClass{&tg.UpdateEditMessage{Message: msgs[0], Pts: ed.Pts, PtsCount: 1}}
 	})
-	return out, err
 }
 
 func (s *Service) messagesDeleteMessages(ctx context.Context, req *tg.MessagesDeleteMessagesRequest) (*tg.MessagesAffectedMessages, error) {
@@ -640,13 +645,7 @@ func (s *Service) messagesSaveDraft(ctx context.Context, req *tg.MessagesSaveDra
 		return false, tgerr.New(400, "MEDIA_INVALID")
 	}
 	cmd := messaging.SaveDraft{User: uid, Auth: auth, Text: req.Message, ReplyTo: replyToID(req.ReplyTo), NoWebpage: req.NoWebpage}
-	err = s.viewState(method, func(tx *storage.Txn) error {
-		if cmd.Peer, err = s.peer(tx, uid, req.Peer); err != nil {
-			return err
-		}
-		cmd.Entities, err = s.entities(tx, uid, req.Entities)
-		return err
-	})
+	cmd.Peer, cmd.Entities, err = s.peerAndEntities(method, uid, req.Peer, req.Entities)
 	if err != nil {
 		return false, err
 	}
