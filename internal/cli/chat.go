@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gotd/td/telegram"
 	"github.com/gotd/td/tg"
 )
 
@@ -26,6 +27,29 @@ type resolved struct {
 // and failing both by importing it as a contact named newName
 // (contacts.importContacts), which is how Telegram hands out a user's access
 // hash for a phone.
+// withPeer runs f in a signed-in session with PEER resolved: the common
+// start of send and history.
+func (o options) withPeer(ctx context.Context, peer, newName string, f func(ctx context.Context, c *telegram.Client, self *tg.User, to resolved) error) error {
+	if err := o.sessionExists(); err != nil {
+		return err
+	}
+	c, err := o.newClient(nil, nil)
+	if err != nil {
+		return err
+	}
+	return o.runSession(ctx, c, o.Timeout, func(ctx context.Context) error {
+		self, err := requireSignedIn(ctx, c)
+		if err != nil {
+			return err
+		}
+		to, err := resolvePeer(ctx, c.API(), self, peer, newName)
+		if err != nil {
+			return err
+		}
+		return f(ctx, c, self, to)
+	})
+}
+
 func resolvePeer(ctx context.Context, api *tg.Client, self *tg.User, peer, newName string) (resolved, error) {
 	peer = strings.TrimSpace(peer)
 	if isPhone(peer) {
@@ -173,22 +197,7 @@ func runSend(ctx context.Context, opts options, args []string, stdio IO) error {
 	if strings.TrimSpace(text) == "" {
 		return usageError(stdio, "send: empty TEXT")
 	}
-	if err := opts.sessionExists(); err != nil {
-		return err
-	}
-	c, err := opts.newClient(nil, nil)
-	if err != nil {
-		return err
-	}
-	return opts.runSession(ctx, c, opts.Timeout, func(ctx context.Context) error {
-		self, err := requireSignedIn(ctx, c)
-		if err != nil {
-			return err
-		}
-		to, err := resolvePeer(ctx, c.API(), self, pos[0], name)
-		if err != nil {
-			return err
-		}
+	return opts.withPeer(ctx, pos[0], name, func(ctx context.Context, c *telegram.Client, self *tg.User, to resolved) error {
 		rid, err := randomID()
 		if err != nil {
 			return err
@@ -255,22 +264,7 @@ func runHistory(ctx context.Context, opts options, args []string, stdio IO) erro
 	if limit < 1 {
 		return usageError(stdio, "history: --limit must be positive")
 	}
-	if err := opts.sessionExists(); err != nil {
-		return err
-	}
-	c, err := opts.newClient(nil, nil)
-	if err != nil {
-		return err
-	}
-	return opts.runSession(ctx, c, opts.Timeout, func(ctx context.Context) error {
-		self, err := requireSignedIn(ctx, c)
-		if err != nil {
-			return err
-		}
-		peer, err := resolvePeer(ctx, c.API(), self, pos[0], name)
-		if err != nil {
-			return err
-		}
+	return opts.withPeer(ctx, pos[0], name, func(ctx context.Context, c *telegram.Client, self *tg.User, peer resolved) error {
 		names := newNames(self)
 		names.add(peer.user)
 		var msgs []*tg.Message
