@@ -356,7 +356,9 @@ func (m *Mesh) Open(ctx context.Context, peer NodeID, addr string, kind StreamKi
 			m.removeConn(pc)
 			continue
 		}
-		if _, err := qs.Write([]byte{byte(kind)}); err != nil {
+		var hdr [streamHeaderLen]byte
+		hdr[0] = byte(kind)
+		if _, err := qs.Write(hdr[:]); err != nil {
 			qs.CancelRead(codeStreamClosed)
 			qs.CancelWrite(codeStreamClosed)
 			lastErr = err
@@ -546,8 +548,30 @@ func (m *Mesh) serveConn(pc *peerConn) {
 	}
 }
 
+// streamHeaderLen is the size of the header that opens every stream: the
+// kind byte, then reserved bytes that must be zero. It is padded so that
+// the packet carrying it is always larger than the 42 bytes below which
+// quic-go answers no stateless reset: a peer that crashed and restarted
+// then resets our stale connection on the first stream we open, instead of
+// leaving it to the idle timeout.
+const streamHeaderLen = 32
+
+// parseStreamHeader checks a stream header of streamHeaderLen bytes and
+// returns its kind.
+func parseStreamHeader(hdr []byte) (StreamKind, error) {
+	if len(hdr) != streamHeaderLen {
+		return 0, fmt.Errorf("cluster: stream header of %d bytes, want %d", len(hdr), streamHeaderLen)
+	}
+	for _, c := range hdr[1:] {
+		if c != 0 {
+			return 0, errors.New("cluster: reserved stream header bytes are not zero")
+		}
+	}
+	return parseKind(hdr[0])
+}
+
 func (m *Mesh) serveStream(ctx context.Context, pc *peerConn, qs *quic.Stream) {
-	var hdr [1]byte
+	var hdr [streamHeaderLen]byte
 	qs.SetReadDeadline(time.Now().Add(m.cfg.HeaderTimeout))
 	_, err := io.ReadFull(qs, hdr[:])
 	qs.SetReadDeadline(time.Time{})
@@ -557,7 +581,7 @@ func (m *Mesh) serveStream(ctx context.Context, pc *peerConn, qs *quic.Stream) {
 		m.log.Debug("stream header", "peer", string(pc.peer), "err", err)
 		return
 	}
-	kind, err := parseKind(hdr[0])
+	kind, err := parseStreamHeader(hdr[:])
 	var h Handler
 	if err == nil {
 		m.mu.Lock()

@@ -39,19 +39,30 @@ func FuzzReadFrame(f *testing.F) {
 }
 
 func FuzzStreamHeader(f *testing.F) {
+	hdr := func(kind byte, rest ...byte) []byte {
+		return append(append([]byte{kind}, make([]byte, streamHeaderLen-1)...), rest...)
+	}
+	f.Add(hdr(1, 7))
+	f.Add(hdr(1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01))
+	f.Add(hdr(1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01))
+	f.Add(hdr(0))
+	f.Add(hdr(5, 1))
+	f.Add(append(hdr(2)[:streamHeaderLen-1], 1))
 	f.Add([]byte{1, 7})
-	f.Add([]byte{1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01})
-	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
-	f.Add([]byte{0})
-	f.Add([]byte{5, 1})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if len(in) == 0 {
+		if len(in) < streamHeaderLen {
+			if _, err := parseStreamHeader(in); err == nil {
+				t.Fatal("short header accepted")
+			}
 			return
 		}
-		k, err := parseKind(in[0])
+		k, err := parseStreamHeader(in[:streamHeaderLen])
 		if err != nil {
+			if !bytes.Equal(in[1:streamHeaderLen], make([]byte, streamHeaderLen-1)) {
+				return // reserved bytes set
+			}
 			if !errors.Is(err, ErrUnknownKind) || (in[0] >= 1 && in[0] <= byte(maxKind)) {
-				t.Fatalf("parseKind(%d): %v", in[0], err)
+				t.Fatalf("parseStreamHeader kind %d: %v", in[0], err)
 			}
 			return
 		}
@@ -61,12 +72,12 @@ func FuzzStreamHeader(f *testing.F) {
 		if k != KindRaft {
 			return
 		}
-		r := bytes.NewReader(in[1:])
+		r := bytes.NewReader(in[streamHeaderLen:])
 		g, err := readRaftHeader(r)
 		if err != nil {
 			return
 		}
-		used := len(in) - 1 - r.Len()
+		used := len(in) - streamHeaderLen - r.Len()
 		if used > maxRaftHeader {
 			t.Fatalf("header read %d bytes", used)
 		}

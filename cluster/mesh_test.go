@@ -311,7 +311,9 @@ func dialRaw(t *testing.T, m *Mesh, cert tls.Certificate, ca *CA) {
 	if err != nil {
 		return
 	}
-	s.Write([]byte{byte(KindRPC)})
+	var hdr [streamHeaderLen]byte
+	hdr[0] = byte(KindRPC)
+	s.Write(hdr[:])
 	WriteFrame(s, []byte("x"))
 	if _, err := ReadFrame(s, nil, 1024); err == nil {
 		t.Fatal("stream answered without a client certificate")
