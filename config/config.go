@@ -11,6 +11,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -110,6 +111,58 @@ type Config struct {
 	Protocol Protocol `toml:"protocol"`
 	// Auth configures sign-in: login codes and how they reach people.
 	Auth Auth `toml:"auth"`
+	// Cluster makes the node a member of a multi-node data center. Without
+	// SecretsDir the node is standalone: the embedded one-node default.
+	Cluster Cluster `toml:"cluster"`
+}
+
+// Cluster configures membership of a data center of identical nodes.
+type Cluster struct {
+	// SecretsDir holds the cluster's secrets from `mtnode keygen`: ca.crt,
+	// gossip.key, and either node.crt/node.key (issued offline for this
+	// node) or ca.key (the node issues its own certificate). Empty means
+	// standalone: no mesh, no gossip, no replication.
+	SecretsDir string `toml:"secrets_dir"`
+	// NodeID is this node's stable identity (letters, digits, '-', '_').
+	// Empty means the one stored in the data directory, generated on first
+	// start; it survives address changes.
+	NodeID string `toml:"node_id"`
+	// MeshAddr is the UDP host:port of the QUIC mesh: raft, node RPC, the
+	// push bus and gossip all use it.
+	MeshAddr string `toml:"mesh_addr"`
+	// Join lists mesh addresses (host:port, or id@host:port) of members to
+	// join at start, comma-separated. Needed only the first time: a
+	// restarted node finds its peers from its own state.
+	Join string `toml:"join"`
+	// RetryJoin is like Join but keeps retrying in the background until one
+	// member answers, so all nodes can share one config listing them all.
+	RetryJoin string `toml:"retry_join"`
+	// BootstrapExpect forms a new data center once this many nodes
+	// (counting this one) see each other; 0 joins an existing one. Refused
+	// by raft once the node has state, so restarts with it are safe.
+	BootstrapExpect int `toml:"bootstrap_expect"`
+	// ReplicationFactor is the number of raft voters per group.
+	ReplicationFactor int `toml:"replication_factor"`
+	// HoldTimeout bounds how long a call waits for a leader (across
+	// elections and leader changes) before the client gets an error.
+	HoldTimeout Duration `toml:"hold_timeout"`
+	// DeadGrace is how long a member may be down before its replicas are
+	// moved to other nodes; shorter outages (restarts) move nothing.
+	DeadGrace Duration `toml:"dead_grace"`
+}
+
+// Clustered reports whether the node runs as a member of a multi-node DC.
+func (c *Config) Clustered() bool { return c.Cluster.SecretsDir != "" }
+
+// SplitAddrs splits a comma-separated address list, dropping empties.
+func SplitAddrs(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Log selects level and format of the node's slog logger.
@@ -230,6 +283,12 @@ func Default() Config {
 			CodeTTL:     Duration{5 * time.Minute},
 			CodeLength:  5,
 		},
+		Cluster: Cluster{
+			MeshAddr:          "127.0.0.1:7946",
+			ReplicationFactor: 3,
+			HoldTimeout:       Duration{10 * time.Second},
+			DeadGrace:         Duration{2 * time.Minute},
+		},
 	}
 }
 
@@ -246,6 +305,10 @@ const (
 	minCodeLength, maxCodeLength   = 4, 8
 	testNumbersNames               = "auto, on, off"
 	codeSenderNames                = "log, webhook"
+	minRF, maxRF                   = 1, 7
+	maxBootstrapExpect             = 64
+	minHold, maxHold               = 100 * time.Millisecond, 5 * time.Minute
+	minGrace, maxGrace             = time.Second, 7 * 24 * time.Hour
 	levelNames                     = "debug, info, warn, error"
 	formatNames                    = "text, json"
 )
@@ -393,7 +456,76 @@ func fields() []field {
 		{"auth.code_length", func(c *Config) any { return &c.Auth.CodeLength }, func(c *Config) string {
 			return checkIntRange(c.Auth.CodeLength, minCodeLength, maxCodeLength)
 		}},
+		{"cluster.secrets_dir", func(c *Config) any { return &c.Cluster.SecretsDir }, func(c *Config) string { return "" }},
+		{"cluster.node_id", func(c *Config) any { return &c.Cluster.NodeID }, func(c *Config) string {
+			return checkNodeID(c.Cluster.NodeID)
+		}},
+		{"cluster.mesh_addr", func(c *Config) any { return &c.Cluster.MeshAddr }, func(c *Config) string {
+			return checkListenAddr(c.Cluster.MeshAddr)
+		}},
+		{"cluster.join", func(c *Config) any { return &c.Cluster.Join }, func(c *Config) string {
+			return checkJoin(c, c.Cluster.Join)
+		}},
+		{"cluster.retry_join", func(c *Config) any { return &c.Cluster.RetryJoin }, func(c *Config) string {
+			return checkJoin(c, c.Cluster.RetryJoin)
+		}},
+		{"cluster.bootstrap_expect", func(c *Config) any { return &c.Cluster.BootstrapExpect }, func(c *Config) string {
+			if c.Cluster.BootstrapExpect != 0 && !c.Clustered() {
+				return "needs cluster.secrets_dir"
+			}
+			return checkIntRange(c.Cluster.BootstrapExpect, 0, maxBootstrapExpect)
+		}},
+		{"cluster.replication_factor", func(c *Config) any { return &c.Cluster.ReplicationFactor }, func(c *Config) string {
+			return checkIntRange(c.Cluster.ReplicationFactor, minRF, maxRF)
+		}},
+		{"cluster.hold_timeout", func(c *Config) any { return &c.Cluster.HoldTimeout }, func(c *Config) string {
+			return checkDurationRange(c.Cluster.HoldTimeout.Duration, minHold, maxHold)
+		}},
+		{"cluster.dead_grace", func(c *Config) any { return &c.Cluster.DeadGrace }, func(c *Config) string {
+			return checkDurationRange(c.Cluster.DeadGrace.Duration, minGrace, maxGrace)
+		}},
 	}
+}
+
+// checkNodeID allows what cluster.NodeID allows: 1..64 letters, digits,
+// '-' and '_'.
+func checkNodeID(id string) string {
+	if id == "" {
+		return ""
+	}
+	if len(id) > 64 {
+		return "must be at most 64 characters"
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return "may hold only letters, digits, '-' and '_'"
+		}
+	}
+	return ""
+}
+
+// checkJoin requires a clustered node and host:port (or id@host:port)
+// entries.
+func checkJoin(c *Config, list string) string {
+	addrs := SplitAddrs(list)
+	if len(addrs) == 0 {
+		return ""
+	}
+	if !c.Clustered() {
+		return "needs cluster.secrets_dir"
+	}
+	for _, a := range addrs {
+		if id, hp, ok := strings.Cut(a, "@"); ok {
+			if r := checkNodeID(id); r != "" || id == "" {
+				return fmt.Sprintf("%q: node id %s", a, cmp.Or(r, "is empty"))
+			}
+			a = hp
+		}
+		if _, port, r := splitPort(a); r != "" || port == 0 {
+			return fmt.Sprintf("%q: want host:port with a nonzero port", a)
+		}
+	}
+	return ""
 }
 
 // checkWebhookURL requires an absolute http(s) URL when the webhook sender

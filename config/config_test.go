@@ -191,6 +191,17 @@ func TestEveryKeyFromEveryLayer(t *testing.T) {
 		"auth.webhook_url":           {"https://sms.example/send", `"https://sms.example/send"`, func(c *Config) bool { return c.Auth.WebhookURL == "https://sms.example/send" }},
 		"auth.code_ttl":              {"1h", `"1h"`, func(c *Config) bool { return c.Auth.CodeTTL.Duration == time.Hour }},
 		"auth.code_length":           {"8", `8`, func(c *Config) bool { return c.Auth.CodeLength == 8 }},
+		"cluster.secrets_dir":        {"/etc/mtnode/cluster", `"/etc/mtnode/cluster"`, func(c *Config) bool { return c.Cluster.SecretsDir == "/etc/mtnode/cluster" }},
+		"cluster.node_id":            {"node-1", `"node-1"`, func(c *Config) bool { return c.Cluster.NodeID == "node-1" }},
+		"cluster.mesh_addr":          {"0.0.0.0:7000", `"0.0.0.0:7000"`, func(c *Config) bool { return c.Cluster.MeshAddr == "0.0.0.0:7000" }},
+		// join, retry_join and bootstrap_expect need secrets_dir as well;
+		// TestClusterKeys sets them together.
+		"cluster.join":               {"", `""`, func(c *Config) bool { return c.Cluster.Join == "" }},
+		"cluster.retry_join":         {"", `""`, func(c *Config) bool { return c.Cluster.RetryJoin == "" }},
+		"cluster.bootstrap_expect":   {"0", `0`, func(c *Config) bool { return c.Cluster.BootstrapExpect == 0 }},
+		"cluster.replication_factor": {"5", `5`, func(c *Config) bool { return c.Cluster.ReplicationFactor == 5 }},
+		"cluster.hold_timeout":       {"30s", `"30s"`, func(c *Config) bool { return c.Cluster.HoldTimeout.Duration == 30*time.Second }},
+		"cluster.dead_grace":         {"1h", `"1h"`, func(c *Config) bool { return c.Cluster.DeadGrace.Duration == time.Hour }},
 	}
 	flagFor := map[string]string{}
 	for _, b := range flagBindings() {
@@ -530,7 +541,7 @@ func TestRegisterFlags(t *testing.T) {
 	RegisterFlags(fset)
 	var names []string
 	fset.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	want := []string{"client-addr", "config", "data-dir", "dc", "http-addr", "log-format", "log-level", "public-addr"}
+	want := []string{"bootstrap-expect", "client-addr", "cluster", "config", "data-dir", "dc", "http-addr", "join", "log-format", "log-level", "mesh-addr", "node-id", "public-addr"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("flags %v, want %v", names, want)
 	}
@@ -598,6 +609,33 @@ func TestTestNumbersEnabled(t *testing.T) {
 		c.Auth.TestNumbers, c.ClientAddr = tc.mode, tc.addr
 		if got := c.TestNumbersEnabled(); got != tc.want {
 			t.Errorf("%s on %s: %v", tc.mode, tc.addr, got)
+		}
+	}
+}
+
+func TestClusterKeys(t *testing.T) {
+	cfg, _, err := load(t, "[cluster]\nsecrets_dir = \"/s\"\njoin = \"127.0.0.1:7001, n2@127.0.0.1:7002\"\nretry_join = \"10.0.0.1:7946\"\nbootstrap_expect = 3\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Clustered() || cfg.Cluster.BootstrapExpect != 3 {
+		t.Fatalf("cluster %+v", cfg.Cluster)
+	}
+	if got := SplitAddrs(cfg.Cluster.Join); !slices.Equal(got, []string{"127.0.0.1:7001", "n2@127.0.0.1:7002"}) {
+		t.Fatalf("join %q", got)
+	}
+	for _, c := range []struct{ doc, key, reason string }{
+		{"[cluster]\njoin = \"127.0.0.1:7001\"\n", "cluster.join", "needs cluster.secrets_dir"},
+		{"[cluster]\nbootstrap_expect = 3\n", "cluster.bootstrap_expect", "needs cluster.secrets_dir"},
+		{"[cluster]\nsecrets_dir = \"/s\"\njoin = \"127.0.0.1\"\n", "cluster.join", "host:port"},
+		{"[cluster]\nsecrets_dir = \"/s\"\nretry_join = \"bad id@127.0.0.1:1\"\n", "cluster.retry_join", "node id"},
+		{"[cluster]\nnode_id = \"a/b\"\n", "cluster.node_id", "letters"},
+		{"[cluster]\nreplication_factor = 0\n", "cluster.replication_factor", ""},
+	} {
+		_, _, err := load(t, c.doc, nil)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != c.key || !strings.Contains(ce.Reason, c.reason) {
+			t.Errorf("%q: %v", c.doc, err)
 		}
 	}
 }

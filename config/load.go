@@ -74,6 +74,11 @@ func flagBindings() []flagBinding {
 		{"public-addr", "public_addr", "`ip:port` advertised to clients; empty advertises the bound client address"},
 		{"log-level", "log.level", "log `level`: debug, info, warn or error"},
 		{"log-format", "log.format", "log `format`: text or json"},
+		{"cluster", "cluster.secrets_dir", "cluster secrets `directory` (mtnode keygen); empty runs standalone"},
+		{"node-id", "cluster.node_id", "stable node `id`; empty uses the one in the data directory"},
+		{"mesh-addr", "cluster.mesh_addr", "QUIC mesh UDP listen `host:port`"},
+		{"join", "cluster.join", "comma-separated mesh `addresses` of members to join"},
+		{"bootstrap-expect", "cluster.bootstrap_expect", "form a new data center once this many `nodes` see each other"},
 	}
 }
 
