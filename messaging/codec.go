@@ -157,6 +157,10 @@ func newCommand(kind string) (func([]byte) (Command, error), bool) {
 		return decodeAs[DeleteMessages], true
 	case ReadHistory{}.Kind():
 		return decodeAs[ReadHistory], true
+	case StoreAuthKey{}.Kind():
+		return decodeAs[StoreAuthKey], true
+	case InitSecrets{}.Kind():
+		return decodeAs[InitSecrets], true
 	}
 	return nil, false
 }
@@ -172,6 +176,7 @@ func registeredCommands() []Command {
 		SaveDraft{}, ToggleDialogPin{},
 		SendMessage{}, DeliverMessage{}, ForwardMessages{}, EditMessage{},
 		DeleteMessages{}, ReadHistory{},
+		StoreAuthKey{}, InitSecrets{},
 	}
 }
 
