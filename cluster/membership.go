@@ -274,6 +274,38 @@ func (ms *Membership) Join(addrs []string) (int, error) {
 	return n, nil
 }
 
+// JoinAny is Join for addresses that may also be plain host:port: the
+// node there is identified through the mesh first (its certificate names
+// it). Addresses of this node itself are skipped. It succeeds if at least
+// one member answered.
+func (ms *Membership) JoinAny(ctx context.Context, addrs []string) (int, error) {
+	var full []string
+	var errs []error
+	for _, a := range addrs {
+		if strings.Contains(a, "@") {
+			full = append(full, a)
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		id, err := ms.tr.mesh.Identify(ictx, a)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if id != ms.id {
+			full = append(full, string(id)+"@"+a)
+		}
+	}
+	if len(full) == 0 {
+		if len(errs) == 0 {
+			return 0, nil // only ourselves
+		}
+		return 0, fmt.Errorf("join: %w", errors.Join(errs...))
+	}
+	return ms.Join(full)
+}
+
 // Leave tells the others this node is leaving and waits up to timeout for
 // the news to spread; they see it as left, not failed. Close afterwards.
 //

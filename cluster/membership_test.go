@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -136,9 +137,14 @@ func TestMembershipFormsWithMetadata(t *testing.T) {
 			}
 		}
 	}
-	// Joining again, through another member, is harmless.
+	// Joining again, through another member, is harmless; so is joining
+	// through plain host:port addresses, including this node's own.
 	if _, err := ms[2].Join([]string{ms[1].addr(), ms[0].addr()}); err != nil {
 		t.Fatal(err)
+	}
+	plain := []string{ms[0].mesh.Addr().String(), ms[2].mesh.Addr().String()}
+	if n, err := ms[2].JoinAny(context.Background(), plain); err != nil || n != 1 {
+		t.Fatalf("JoinAny(%v) = %d, %v", plain, n, err)
 	}
 
 	// A metadata change reaches the others.

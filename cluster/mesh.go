@@ -90,15 +90,16 @@ type MeshConfig struct {
 // connection per peer (reused by every stream to it), streams dispatched by
 // their kind byte to handlers.
 type Mesh struct {
-	id        NodeID
-	cfg       MeshConfig
-	log       *slog.Logger
-	udp       net.PacketConn
-	ownUDP    bool
-	tr        *quic.Transport
-	ln        *quic.Listener
-	qconf     *quic.Config
-	clientTLS func(NodeID) *tls.Config
+	id          NodeID
+	cfg         MeshConfig
+	log         *slog.Logger
+	udp         net.PacketConn
+	ownUDP      bool
+	tr          *quic.Transport
+	ln          *quic.Listener
+	qconf       *quic.Config
+	clientTLS   func(NodeID) *tls.Config
+	identifyTLS *tls.Config
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -201,6 +202,7 @@ func NewMesh(cfg MeshConfig) (*Mesh, error) {
 	m.tr = &quic.Transport{Conn: m.udp, StatelessResetKey: cfg.StatelessResetKey}
 	serverTLS, clientTLS := tlsConfigs(cfg.Cert, cfg.CA, cfg.Now)
 	m.clientTLS = clientTLS
+	m.identifyTLS = identifyTLS(cfg.Cert, cfg.CA, cfg.Now)
 	ln, err := m.tr.Listen(serverTLS, m.qconf)
 	if err != nil {
 		m.tr.Close()
@@ -407,6 +409,41 @@ func (m *Mesh) conn(ctx context.Context, peer NodeID, addr string) (*peerConn, e
 		close(d.done)
 		return pc, err
 	}
+}
+
+// Identify dials addr (host:port) without knowing which node listens
+// there, checks that it is a node of this cluster (a certificate from the
+// cluster CA) and returns its ID. The connection is kept for later
+// streams. It lets an operator join through a plain address.
+func (m *Mesh) Identify(ctx context.Context, addr string) (NodeID, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return "", fmt.Errorf("identify %q: %w", addr, err)
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(m.ctx, cancel)
+	defer stop()
+	qc, err := m.tr.Dial(dctx, ua, m.identifyTLS, m.qconf)
+	if err != nil {
+		if m.ctx.Err() != nil {
+			return "", ErrClosed
+		}
+		return "", fmt.Errorf("identify %s: %w", addr, err)
+	}
+	peer, err := peerID(qc.ConnectionState().TLS)
+	if err != nil {
+		qc.CloseWithError(codeShutdown, "bad peer")
+		return "", err
+	}
+	if peer == m.id {
+		qc.CloseWithError(codeShutdown, "self")
+		return peer, nil
+	}
+	if _, err := m.addConn(qc, peer, m.id); err != nil {
+		return "", err
+	}
+	return peer, nil
 }
 
 func (m *Mesh) dial(ctx context.Context, peer NodeID, addr string) (*peerConn, error) {

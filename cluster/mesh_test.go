@@ -470,3 +470,27 @@ func TestMeshConfigChecksCertificate(t *testing.T) {
 		t.Fatalf("bad id: %v", err)
 	}
 }
+
+func TestMeshIdentifyLearnsThePeerID(t *testing.T) {
+	ca := testCA(t)
+	a := startMesh(t, ca, "a", nodeCert(t, ca, "a"))
+	b := startMesh(t, ca, "b", nodeCert(t, ca, "b"))
+	handleAll(b, nil)
+	ctx := context.Background()
+	id, err := a.Identify(ctx, b.Addr().String())
+	if err != nil || id != "b" {
+		t.Fatalf("Identify = %q, %v", id, err)
+	}
+	if err := roundTrip(ctx, a, b, KindRPC, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := a.Identify(ctx, a.Addr().String()); err != nil || id != "a" {
+		t.Fatalf("Identify self = %q, %v", id, err)
+	}
+	// A node of another cluster is refused.
+	other := testCA(t)
+	c := startMesh(t, other, "c", nodeCert(t, other, "c"))
+	if _, err := a.Identify(ctx, c.Addr().String()); err == nil {
+		t.Fatal("node of another CA identified")
+	}
+}
