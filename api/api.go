@@ -17,6 +17,7 @@ import (
 	"github.com/gotd/td/tgerr"
 
 	"github.com/mtnode/mtnode/messaging"
+	"github.com/mtnode/mtnode/storage"
 	"github.com/mtnode/mtnode/protocol"
 )
 
@@ -33,8 +34,9 @@ type Options struct {
 	Now func() time.Time
 	// Rand is the randomness commands are given; defaults to crypto/rand.
 	Rand io.Reader
-	// Machine holds the messaging state.
-	Machine *messaging.Machine
+	// Machine holds the messaging state: a *messaging.Machine on a
+	// standalone node, the replicated state on a clustered one.
+	Machine State
 	// Access derives and checks access hashes.
 	Access messaging.AccessHashes
 	// TestNumbers lets 99966XYYYY numbers sign in with code X repeated.
@@ -45,6 +47,18 @@ type Options struct {
 	CodeLength int
 	// CodeTTL is how long a login code works (default 5 minutes).
 	CodeTTL time.Duration
+}
+
+// State is the messaging state the API reads and changes.
+type State interface {
+	// Apply runs a command; see messaging.Machine.Apply. An error wrapping
+	// messaging.ErrUnavailable means no leader could take it: the outcome
+	// is unknown and the caller may retry elsewhere.
+	Apply(ctx context.Context, cmd messaging.Command, env messaging.Env) (any, error)
+	// View reads a consistent snapshot.
+	View(fn func(tx *storage.Txn) error) error
+	// Publish hands ephemeral events (typing) to the notifier.
+	Publish(events []messaging.Event)
 }
 
 // CodeSender delivers a login code to a phone number. Implementations must
@@ -58,7 +72,7 @@ type Service struct {
 	opts Options
 	log  *slog.Logger
 	d    *tg.ServerDispatcher
-	m    *messaging.Machine
+	m    State
 }
 
 // New builds the Service and registers every method it serves.
@@ -110,7 +124,7 @@ func (s *Service) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder,
 		return res, nil
 	}
 	var te *tgerr.Error
-	if errors.As(err, &te) {
+	if errors.As(err, &te) || errors.Is(err, messaging.ErrUnavailable) {
 		return nil, err
 	}
 	// Handlers report their own failures as *tgerr.Error (see internal);

@@ -51,7 +51,8 @@ func (s *Service) commandError(method string, err error) error {
 	if errors.Is(err, messaging.ErrRejected) && errors.As(err, &te) {
 		return te
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, messaging.ErrUnavailable) {
 		return err
 	}
 	return s.internal(method, err)

@@ -313,6 +313,18 @@ func (ms *Membership) JoinAny(ctx context.Context, addrs []string) (int, error) 
 // timeout), so that the members tell the leave from a crash, then
 // memberlist's own leave message.
 func (ms *Membership) Leave(timeout time.Duration) error {
+	if err := ms.MarkLeaving(timeout / 2); err != nil {
+		return err
+	}
+	if err := ms.list.Leave(timeout - timeout/2); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	return nil
+}
+
+// MarkLeaving gossips that this node is about to leave, so placement moves
+// its replicas away while it still serves them; Leave finishes the job.
+func (ms *Membership) MarkLeaving(timeout time.Duration) error {
 	ms.metaMu.Lock()
 	meta, err := ms.metaVal.encode(metaLeaving)
 	if err == nil {
@@ -322,11 +334,8 @@ func (ms *Membership) Leave(timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if err := ms.list.UpdateNode(timeout / 2); err != nil {
+	if err := ms.list.UpdateNode(timeout); err != nil {
 		return fmt.Errorf("leave: gossip leaving flag: %w", err)
-	}
-	if err := ms.list.Leave(timeout - timeout/2); err != nil {
-		return fmt.Errorf("leave: %w", err)
 	}
 	return nil
 }

@@ -100,6 +100,12 @@ func NewMachine(table *storage.Table, n Notifier) *Machine {
 // state says no (for example PHONE_CODE_INVALID). Nothing was written.
 var ErrRejected = errors.New("rejected")
 
+// ErrUnavailable wraps failures of replicated state to take a command: no
+// leader, or leadership lost while it was in flight. The command may or
+// may not have been applied; retry it (commands are idempotent where it
+// matters, by random_id).
+var ErrUnavailable = errors.New("messaging state unavailable")
+
 // Apply runs cmd after every command queued before it; when it returns nil
 // the command's writes are on disk and its events have been handed to the
 // notifier. Once queued, a command is applied even if ctx ends meanwhile:

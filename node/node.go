@@ -19,8 +19,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/gotd/td/bin"
 	"github.com/gotd/td/crypto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -48,12 +50,24 @@ type Node struct {
 	hln  net.Listener
 	http *http.Server
 
+	notify *notifier
+	// Clustered nodes only.
+	cl  *clusterNode
+	rt  *router
+	bus *pushBus
+
+	ready     atomic.Bool // services built; the node answers clients
+	runMu     sync.Mutex
+	cancel    context.CancelFunc
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// New opens storage, loads (or creates) the server keys, binds the
-// listeners and builds the servers. It serves nothing until Run.
+// New opens storage and binds the listeners. A standalone node also
+// loads (or creates) its keys and builds its servers; a clustered node
+// prepares its mesh, gossip and raft group and builds its servers in Run,
+// once the data center has given it the shared keys. Nothing is served
+// until Run.
 func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
 	n := &Node{cfg: cfg, log: log.With("component", "node"), reg: prometheus.NewRegistry()}
 	defer func() {
@@ -64,17 +78,6 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
 	if n.db, err = storage.Open(cfg.DataDir, log); err != nil {
 		return nil, err
 	}
-	meta := n.db.Table("meta")
-	if n.key, err = loadOrCreateRSA(meta); err != nil {
-		return nil, err
-	}
-	if err := writePublicKey(filepath.Join(cfg.DataDir, PublicKeyFile), &n.key.PublicKey); err != nil {
-		return nil, err
-	}
-	saltSecret, err := loadOrCreateSecret(meta, "salt_secret")
-	if err != nil {
-		return nil, err
-	}
 	if n.ln, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
 		return nil, fmt.Errorf("listen client_addr %s: %w", cfg.ClientAddr, err)
 	}
@@ -83,57 +86,147 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
 			return nil, fmt.Errorf("listen http_addr %s: %w", cfg.HTTPAddr, err)
 		}
 	}
-	accessSecret, err := loadOrCreateSecret(meta, "access_secret")
-	if err != nil {
-		return nil, err
-	}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	notify := &notifier{log: log.With("component", "notify")}
-	machine := messaging.NewMachine(n.db.Table("msg"), notify)
-	notify.m.Store(machine)
-	svc := api.New(api.Options{
-		DC:          cfg.DC,
-		PublicAddr:  n.publicAddr,
-		Logger:      log,
-		Machine:     machine,
-		Access:      messaging.NewAccessHashes(accessSecret),
-		TestNumbers: cfg.TestNumbersEnabled(),
-		Codes:       codeSender(cfg, log),
-		CodeLength:  cfg.Auth.CodeLength,
-		CodeTTL:     cfg.Auth.CodeTTL.Duration,
+	n.notify = &notifier{log: log.With("component", "notify")}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if !n.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "starting")
+			return
+		}
+		fmt.Fprintln(w, "ok")
 	})
-	n.srv, err = protocol.NewServer(protocol.Options{
-		Config: protocol.Config{
-			DC:               cfg.DC,
-			MaxConnections:   cfg.Protocol.MaxConnections,
-			MaxHandshakes:    cfg.Protocol.MaxHandshakes,
-			IdleTimeout:      cfg.Protocol.IdleTimeout.Duration,
-			HandshakeTimeout: cfg.Protocol.HandshakeTimeout.Duration,
-			MaxFrameSize:     cfg.Protocol.MaxFrameSize,
-		},
-		Key:        n.key,
-		Keys:       authKeyStore{t: n.db.Table("authkey")},
-		SaltSecret: saltSecret,
-		Handler:    svc,
-		Logger:     log,
-		Metrics:    protocol.NewMetrics(n.reg),
+	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/apiws", func(w http.ResponseWriter, r *http.Request) {
+		if !n.ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		n.srv.WebSocketHandler().ServeHTTP(w, r)
 	})
-	if err != nil {
-		return nil, err
+	if cfg.Clustered() {
+		publicAddr := func() string {
+			h, p := n.publicAddr()
+			return net.JoinHostPort(h, strconv.Itoa(p))
+		}
+		n.cl, err = newClusterNode(cfg, log, n.db, n.notify, newClusterMetrics(n.reg), publicAddr)
+		if err != nil {
+			return nil, err
+		}
+		n.rt = newRouter(n.cl)
+		n.bus = newPushBus(n.cl)
+		n.notify.push = n.bus.push
+		n.notify.view.Store(viewer(n.cl.state()))
+		mux.HandleFunc("/cluster/status", n.cl.handleStatus)
+		mux.Handle("/cluster/leave", n.cl.handleLeave(func() { n.stopRun() }))
+	} else {
+		meta := n.db.Table("meta")
+		var sec secrets
+		if sec.key, err = loadOrCreateRSA(meta); err != nil {
+			return nil, err
+		}
+		if sec.salt, err = loadOrCreateSecret(meta, "salt_secret"); err != nil {
+			return nil, err
+		}
+		if sec.access, err = loadOrCreateSecret(meta, "access_secret"); err != nil {
+			return nil, err
+		}
+		keys := authKeyStore{t: n.db.Table("authkey")}
+		machine := messaging.NewMachine(n.db.Table("msg"), n.notify)
+		n.notify.view.Store(viewer(machine))
+		n.notify.push = func(perms []int64, msg bin.Encoder) {
+			if srv := n.notify.srv.Load(); srv != nil {
+				for _, p := range perms {
+					srv.PushPerm(p, msg)
+				}
+			}
+		}
+		if err := n.build(sec, keys, machine, nil); err != nil {
+			return nil, err
+		}
 	}
-	notify.srv.Store(n.srv)
-	notify.render.Store(renderer(svc))
 	if n.hln != nil {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "text/plain")
-			fmt.Fprintln(w, "ok")
-		})
-		mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
-		mux.Handle("/apiws", n.srv.WebSocketHandler())
 		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	return n, nil
+}
+
+// secrets are what every node of a DC must share for clients to be served
+// alike anywhere: the server RSA key, the salt secret and the access-hash
+// secret.
+type secrets struct {
+	key    *rsa.PrivateKey
+	salt   []byte
+	access []byte
+}
+
+// build makes the API service and the MTProto server. route, if set, is
+// the handler clients' calls go to (the cluster router, which runs the
+// API where the data group's leader is).
+func (n *Node) build(sec secrets, keys protocol.KeyStore, state api.State, rt *router) error {
+	n.key = sec.key
+	if err := writePublicKey(filepath.Join(n.cfg.DataDir, PublicKeyFile), &n.key.PublicKey); err != nil {
+		return err
+	}
+	svc := api.New(api.Options{
+		DC:          n.cfg.DC,
+		PublicAddr:  n.publicAddr,
+		Logger:      n.log,
+		Machine:     state,
+		Access:      messaging.NewAccessHashes(sec.access),
+		TestNumbers: n.cfg.TestNumbersEnabled(),
+		Codes:       codeSender(n.cfg, n.log),
+		CodeLength:  n.cfg.Auth.CodeLength,
+		CodeTTL:     n.cfg.Auth.CodeTTL.Duration,
+	})
+	var handler protocol.Handler = svc
+	if rt != nil {
+		rt.local = svc
+		handler = rt
+	}
+	srv, err := protocol.NewServer(protocol.Options{
+		Config: protocol.Config{
+			DC:               n.cfg.DC,
+			MaxConnections:   n.cfg.Protocol.MaxConnections,
+			MaxHandshakes:    n.cfg.Protocol.MaxHandshakes,
+			IdleTimeout:      n.cfg.Protocol.IdleTimeout.Duration,
+			HandshakeTimeout: n.cfg.Protocol.HandshakeTimeout.Duration,
+			MaxFrameSize:     n.cfg.Protocol.MaxFrameSize,
+		},
+		Key:        n.key,
+		Keys:       keys,
+		SaltSecret: sec.salt,
+		Handler:    handler,
+		Logger:     n.log,
+		Metrics:    protocol.NewMetrics(n.reg),
+	})
+	if err != nil {
+		return err
+	}
+	n.srv = srv
+	n.notify.srv.Store(srv)
+	n.notify.render.Store(renderer(svc))
+	if n.bus != nil {
+		n.bus.srv.Store(srv)
+	}
+	return nil
+}
+
+// buildClustered waits for the DC's shared secrets and builds the servers
+// over the replicated state.
+func (n *Node) buildClustered(ctx context.Context) error {
+	m, err := n.cl.waitSecrets(ctx, n.rt)
+	if err != nil {
+		return err
+	}
+	k, err := x509.ParsePKCS1PrivateKey(m["rsa_key"])
+	if err != nil {
+		return fmt.Errorf("parse the DC's RSA key: %w", err)
+	}
+	sec := secrets{key: k, salt: m["salt_secret"], access: m["access_secret"]}
+	return n.build(sec, clusterKeys{r: n.rt}, n.cl.state(), n.rt)
 }
 
 // ClientAddr is the bound MTProto TCP address.
@@ -165,17 +258,14 @@ func (n *Node) publicAddr() (string, int) {
 }
 
 // Run serves until ctx is done, then shuts down: listeners first, then
-// client connections, then the HTTP server, then storage.
+// client connections, then the HTTP server, the cluster, then storage.
 func (n *Node) Run(ctx context.Context) error {
-	n.log.Info("mtnode serving",
-		"dc", n.cfg.DC,
-		"client_addr", n.ClientAddr().String(),
-		"http_addr", addrString(n.HTTPAddr()),
-		"public_key", n.PublicKeyPath(),
-		"fingerprint", fmt.Sprintf("%016x", uint64(crypto.RSAFingerprint(&n.key.PublicKey))),
-	)
-	errc := make(chan error, 2)
-	go func() { errc <- n.srv.Serve(ctx, n.ln) }()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	n.runMu.Lock()
+	n.cancel = cancel
+	n.runMu.Unlock()
+	errc := make(chan error, 3)
 	if n.http != nil {
 		go func() {
 			if err := n.http.Serve(n.hln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -185,6 +275,29 @@ func (n *Node) Run(ctx context.Context) error {
 			errc <- nil
 		}()
 	}
+	if n.cl != nil {
+		n.cl.run(ctx)
+		if err := n.buildClustered(ctx); err != nil {
+			n.Close()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+	n.ready.Store(true)
+	attrs := []any{
+		"dc", n.cfg.DC,
+		"client_addr", n.ClientAddr().String(),
+		"http_addr", addrString(n.HTTPAddr()),
+		"public_key", n.PublicKeyPath(),
+		"fingerprint", fmt.Sprintf("%016x", uint64(crypto.RSAFingerprint(&n.key.PublicKey))),
+	}
+	if n.cl != nil {
+		attrs = append(attrs, "node_id", string(n.cl.id), "mesh_addr", n.cl.mesh.Addr().String())
+	}
+	n.log.Info("mtnode serving", attrs...)
+	go func() { errc <- n.srv.Serve(ctx, n.ln) }()
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -195,6 +308,15 @@ func (n *Node) Run(ctx context.Context) error {
 		runErr = err
 	}
 	return runErr
+}
+
+// stopRun makes Run return (after `mtnode leave`).
+func (n *Node) stopRun() {
+	n.runMu.Lock()
+	defer n.runMu.Unlock()
+	if n.cancel != nil {
+		n.cancel()
+	}
 }
 
 // Close stops everything in order. Safe to call twice.
@@ -212,6 +334,9 @@ func (n *Node) Close() error {
 			cancel()
 		} else if n.hln != nil {
 			n.hln.Close()
+		}
+		if n.cl != nil {
+			n.cl.close()
 		}
 		if n.db != nil {
 			n.closeErr = n.db.Close()

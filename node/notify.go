@@ -23,16 +23,25 @@ type renderer interface {
 // log is the truth and clients fill gaps with updates.getDifference.
 type notifier struct {
 	srv    atomic.Pointer[protocol.Server]
-	m      atomic.Pointer[messaging.Machine]
+	view   atomic.Value // viewer: the state events are rendered from
 	render atomic.Value // renderer
-	log    *slog.Logger
+	// push delivers a rendered update to the live sessions of perms: on
+	// this node only (standalone), or on every node of the DC (the
+	// cluster's push bus).
+	push func(perms []int64, msg bin.Encoder)
+	log  *slog.Logger
+}
+
+// viewer reads the messaging state.
+type viewer interface {
+	View(fn func(tx *storage.Txn) error) error
 }
 
 // Notify implements messaging.Notifier.
 func (n *notifier) Notify(events []messaging.Event) {
-	srv, m := n.srv.Load(), n.m.Load()
+	m, _ := n.view.Load().(viewer)
 	r, _ := n.render.Load().(renderer)
-	if srv == nil || m == nil || r == nil {
+	if m == nil || r == nil || n.push == nil {
 		return
 	}
 	for _, ev := range events {
@@ -53,10 +62,12 @@ func (n *notifier) Notify(events []messaging.Event) {
 			n.log.Error("render event", "user", ev.UserID, "pts", ev.Pts, "err", err)
 			continue
 		}
+		to := perms[:0:0]
 		for _, perm := range perms {
 			if perm != ev.ExceptAuth {
-				srv.PushPerm(perm, msg)
+				to = append(to, perm)
 			}
 		}
+		n.push(to, msg)
 	}
 }

@@ -77,6 +77,7 @@ type Group struct {
 	raft  *raft.Raft
 	fsm   *FSM
 	data  *storage.Table
+	snaps raft.SnapshotStore
 	log   *slog.Logger
 
 	closeOnce sync.Once
@@ -114,7 +115,7 @@ func NewGroup(cfg Config) (*Group, error) {
 	if retain <= 0 {
 		retain = 2
 	}
-	hl := newHCLog(log)
+	hl := NewHCLogger(log)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, retain, hl.Named("snapshots"))
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
@@ -151,6 +152,7 @@ func NewGroup(cfg Config) (*Group, error) {
 		raft:   r,
 		fsm:    fsm,
 		data:   cfg.DB.Table(shardTable).Sub(cfg.Shard.prefix()).Sub(dataPrefix),
+		snaps:  snaps,
 		log:    log,
 		closed: make(chan struct{}),
 	}, nil
@@ -226,6 +228,16 @@ func (g *Group) Apply(ctx context.Context, cmd []byte) (any, error) {
 
 // Leader returns the current leader's address and ID, empty if unknown.
 func (g *Group) Leader() (raft.ServerAddress, raft.ServerID) { return g.raft.LeaderWithID() }
+
+// LastSnapshotSize is the size in bytes of the replica's latest snapshot
+// (0 if none).
+func (g *Group) LastSnapshotSize() (int64, error) {
+	metas, err := g.snaps.List()
+	if err != nil || len(metas) == 0 {
+		return 0, err
+	}
+	return metas[0].Size, nil
+}
 
 // IsLeader reports whether this replica leads the group.
 func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }

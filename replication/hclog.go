@@ -17,8 +17,8 @@ type hclogAdapter struct {
 	args []any
 }
 
-// newHCLog adapts l to hclog.Logger.
-func newHCLog(l *slog.Logger) hclog.Logger { return &hclogAdapter{log: l} }
+// NewHCLogger adapts l to hclog.Logger.
+func NewHCLogger(l *slog.Logger) hclog.Logger { return &hclogAdapter{log: l} }
 
 const levelTrace = slog.LevelDebug - 4
 

@@ -1,0 +1,151 @@
+package node
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/mtnode/mtnode/cluster"
+)
+
+// maxPromoteLag is how many entries behind the leader a staged replica may
+// be when it is promoted to voter: promoting one far behind would leave
+// the group a voter that cannot help commit for a while.
+const maxPromoteLag = 256
+
+// autopilot runs on every node and acts where the node leads the data
+// group: it moves the group's configuration toward cluster.Place's target
+// one step at a time (cluster.Plan), so replicas follow members that join,
+// leave or die.
+func (c *clusterNode) autopilot(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if c.group.IsLeader() {
+			c.autopilotStep(ctx)
+		}
+	}
+}
+
+// currentMap is the data group's configuration as a one-shard map, with
+// this node as its leader.
+func (c *clusterNode) currentMap() cluster.Map {
+	sh := cluster.Shard{Leader: c.id}
+	for _, s := range c.configuration() {
+		if s.Suffrage == raft.Voter {
+			sh.Voters = append(sh.Voters, cluster.NodeID(s.ID))
+		} else {
+			sh.NonVoters = append(sh.NonVoters, cluster.NodeID(s.ID))
+		}
+	}
+	return cluster.Map{Shards: []cluster.Shard{sh}}
+}
+
+func (c *clusterNode) autopilotStep(ctx context.Context) {
+	live := c.dcMembers()
+	c.mu.Lock()
+	down := make(map[cluster.NodeID]time.Time, len(c.downSince))
+	for k, v := range c.downSince {
+		down[k] = v
+	}
+	c.mu.Unlock()
+	steps := cluster.Plan(c.currentMap(), live, c.cfg.Cluster.ReplicationFactor, time.Now(), down, c.cfg.Cluster.DeadGrace.Duration)
+	addr := map[cluster.NodeID]string{}
+	for _, m := range live {
+		addr[m.ID] = m.Addr
+	}
+	for _, st := range steps {
+		c.execute(ctx, st, addr)
+	}
+}
+
+func (c *clusterNode) execute(ctx context.Context, st cluster.Step, addr map[cluster.NodeID]string) {
+	r := c.group.Raft()
+	id := raft.ServerID(st.Node)
+	var err error
+	switch st.Kind {
+	case cluster.StepAddNonVoter:
+		err = r.AddNonvoter(id, cluster.RaftAddress(st.Node, addr[st.Node]), 0, 10*time.Second).Error()
+	case cluster.StepPromote:
+		lag, lerr := c.lagOf(ctx, st.Node)
+		if lerr != nil || lag > maxPromoteLag {
+			c.log.Debug("replica not caught up yet", "node", string(st.Node), "lag", lag, "err", lerr)
+			return
+		}
+		err = r.AddVoter(id, cluster.RaftAddress(st.Node, addr[st.Node]), 0, 10*time.Second).Error()
+	case cluster.StepRemove:
+		err = r.RemoveServer(id, 0, 10*time.Second).Error()
+	case cluster.StepTransferLeader:
+		err = r.LeadershipTransferToServer(id, cluster.RaftAddress(st.Node, addr[st.Node])).Error()
+	}
+	c.metrics.autopilotSteps.WithLabelValues(st.Kind.String(), strconv.FormatBool(err == nil)).Inc()
+	if err != nil {
+		c.log.Warn("autopilot step failed", "step", st.String(), "err", err)
+		return
+	}
+	c.log.Info("autopilot step", "step", st.String())
+}
+
+// lagOf asks node how far its replica is behind this leader's applied
+// index.
+func (c *clusterNode) lagOf(ctx context.Context, node cluster.NodeID) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := c.rt.nodeStatus(ctx, node)
+	if err != nil {
+		return 0, err
+	}
+	mine := c.group.AppliedIndex()
+	if st.Group.AppliedIndex >= mine {
+		return 0, nil
+	}
+	return mine - st.Group.AppliedIndex, nil
+}
+
+// observe keeps the raft and gossip gauges fresh and counts leader
+// changes.
+func (c *clusterNode) observe(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var last raft.ServerID
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, leader := c.group.Leader()
+		if leader != last && leader != "" {
+			c.metrics.leaderChanges.Inc()
+			c.log.Info("data group leader", "leader", string(leader))
+			last = leader
+		}
+		st := c.group.Raft().Stats()
+		commit, _ := strconv.ParseUint(st["commit_index"], 10, 64)
+		applied := c.group.AppliedIndex()
+		c.metrics.appliedIndex.Set(float64(applied))
+		c.metrics.commitIndex.Set(float64(commit))
+		if commit > applied {
+			c.metrics.applyLag.Set(float64(commit - applied))
+		} else {
+			c.metrics.applyLag.Set(0)
+		}
+		if c.group.IsLeader() {
+			c.metrics.isLeader.Set(1)
+		} else {
+			c.metrics.isLeader.Set(0)
+		}
+		if sz, err := c.group.LastSnapshotSize(); err == nil {
+			c.metrics.snapshotBytes.Set(float64(sz))
+		}
+		c.metrics.members.Set(float64(c.members.NumMembers()))
+		c.metrics.gossipHealth.Set(float64(c.members.Health()))
+	}
+}

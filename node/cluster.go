@@ -1,0 +1,439 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/mtnode/mtnode/cluster"
+	"github.com/mtnode/mtnode/config"
+	"github.com/mtnode/mtnode/messaging"
+	"github.com/mtnode/mtnode/replication"
+	"github.com/mtnode/mtnode/storage"
+)
+
+// dataGroup is the raft group that holds the messaging state. Today a data
+// center has one (see DESIGN.md, "One group"); shards split it later.
+const dataGroup replication.ShardID = 0
+
+// clusterNode is the clustered half of a node: identity, mesh, gossip and
+// the raft group its state lives in.
+type clusterNode struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	id      cluster.NodeID
+	db      *storage.DB
+	mesh    *cluster.Mesh
+	members *cluster.Membership
+	raftTr  *raft.NetworkTransport
+	group   *replication.Group
+	rep     *messaging.Replicated
+	metrics *clusterMetrics
+	rt      *router
+	notify  messaging.Notifier
+	// clientAddr is the client address this node advertises.
+	clientAddr func() string
+
+	mu        sync.Mutex
+	downSince map[cluster.NodeID]time.Time
+	leaving   bool
+
+	wg   sync.WaitGroup
+	ctx  context.Context // ends when the node stops
+	stop context.CancelFunc
+}
+
+// newClusterNode builds the clustered parts; nothing talks to other nodes
+// until run.
+func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify messaging.Notifier, m *clusterMetrics, clientAddr func() string) (_ *clusterNode, err error) {
+	c := &clusterNode{
+		cfg: cfg, log: log.With("component", "cluster"), db: db, metrics: m, notify: notify,
+		clientAddr: clientAddr, downSince: map[cluster.NodeID]time.Time{},
+	}
+	c.ctx, c.stop = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+	if c.id, err = nodeID(cfg, db.Table("meta")); err != nil {
+		return nil, err
+	}
+	c.log = c.log.With("node", string(c.id))
+	ca, err := cluster.LoadCA(cfg.Cluster.SecretsDir)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secrets_dir: %w", err)
+	}
+	cert, err := nodeCert(cfg.Cluster.SecretsDir, c.id, ca)
+	if err != nil {
+		return nil, err
+	}
+	gossipKey, err := cluster.LoadGossipKey(cfg.Cluster.SecretsDir)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secrets_dir: %w", err)
+	}
+	if c.mesh, err = cluster.NewMesh(cluster.MeshConfig{
+		ID: c.id, Addr: cfg.Cluster.MeshAddr, Cert: cert, CA: ca.Pool(), Logger: log,
+	}); err != nil {
+		return nil, fmt.Errorf("cluster.mesh_addr %s: %w", cfg.Cluster.MeshAddr, err)
+	}
+	layer, err := cluster.NewRaftLayers(c.mesh).Layer(uint64(dataGroup))
+	if err != nil {
+		return nil, err
+	}
+	c.raftTr = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  layer,
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  replication.NewHCLogger(log.With("component", "raft-transport")),
+	})
+	c.rep = messaging.NewReplicated(notify)
+	if c.group, err = replication.NewGroup(replication.Config{
+		Shard:        dataGroup,
+		ID:           raft.ServerID(c.id),
+		DB:           db,
+		Transport:    c.raftTr,
+		StateMachine: c.rep,
+		Logger:       log,
+	}); err != nil {
+		return nil, err
+	}
+	if c.members, err = cluster.NewMembership(cluster.MembershipConfig{
+		Mesh:      c.mesh,
+		GossipKey: gossipKey,
+		Meta:      cluster.NodeMeta{DC: strconv.Itoa(cfg.DC), ClientAddr: clientAddr(), Version: Version},
+		OnEvent:   c.onEvent,
+		Logger:    log,
+	}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Version is what the node gossips as its version; cmd/mtnode sets it.
+var Version = "(devel)"
+
+// nodeID returns the configured node ID, else the one stored in the data
+// directory, else a new one (stored). A configured ID that differs from the
+// stored one is refused: the raft state belongs to the stored identity.
+func nodeID(cfg *config.Config, meta *storage.Table) (cluster.NodeID, error) {
+	stored, err := meta.Get([]byte("node_id"))
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return "", fmt.Errorf("load node id: %w", err)
+	}
+	want := cluster.NodeID(cfg.Cluster.NodeID)
+	switch {
+	case stored != nil && want != "" && cluster.NodeID(stored) != want:
+		return "", fmt.Errorf("cluster.node_id %q: this data directory belongs to node %q", want, stored)
+	case stored != nil:
+		return cluster.NodeID(stored), nil
+	case want == "":
+		var b [6]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		want = cluster.NodeID(fmt.Sprintf("n%x", b))
+	}
+	if err := want.Validate(); err != nil {
+		return "", err
+	}
+	if err := meta.Put([]byte("node_id"), []byte(want)); err != nil {
+		return "", fmt.Errorf("store node id: %w", err)
+	}
+	return want, nil
+}
+
+// nodeCert loads node.crt/node.key from the secrets directory when they
+// are there (they must name this node), else issues one from ca.key.
+func nodeCert(dir string, id cluster.NodeID, ca *cluster.CA) (cert tls.Certificate, err error) {
+	if _, statErr := os.Stat(filepath.Join(dir, "node.crt")); statErr == nil {
+		cert, err := cluster.LoadNodeCert(dir)
+		if err != nil {
+			return cert, fmt.Errorf("cluster.secrets_dir: %w", err)
+		}
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return cert, fmt.Errorf("cluster.secrets_dir: node.crt: %w", err)
+		}
+		if got, err := cluster.NodeIDFromCert(leaf); err != nil || got != id {
+			return cert, fmt.Errorf("cluster.secrets_dir: node.crt is for node %q, this node is %q", got, id)
+		}
+		return cert, nil
+	}
+	if ca.Key == nil {
+		return cert, fmt.Errorf("cluster.secrets_dir %s: has neither node.crt nor ca.key to issue one", dir)
+	}
+	return cluster.IssueNodeCert(ca, id, nil, time.Now().Add(-time.Hour), cluster.DefaultNodeValidity)
+}
+
+// run starts talking to the data center: serving the mesh, joining
+// members, bootstrapping and the autopilot. It returns at once.
+func (c *clusterNode) run(ctx context.Context) {
+	context.AfterFunc(ctx, c.stop)
+	ctx = c.ctx
+	c.spawn(func() {
+		if err := c.mesh.Run(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error("mesh stopped", "err", err)
+		}
+	})
+	c.log.Info("cluster member starting", "mesh_addr", c.mesh.Addr().String(), "dc", c.cfg.DC)
+	c.spawn(func() { c.joinLoop(ctx) })
+	if c.cfg.Cluster.BootstrapExpect > 0 {
+		c.spawn(func() { c.bootstrapLoop(ctx) })
+	}
+	c.spawn(func() { c.autopilot(ctx) })
+	c.spawn(func() { c.observe(ctx) })
+}
+
+func (c *clusterNode) spawn(f func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+}
+
+// joinLoop joins the configured members, and on a restart the peers of
+// the node's own raft configuration, so a restart needs no --join. join
+// is tried for a while; retry_join until it works.
+func (c *clusterNode) joinLoop(ctx context.Context) {
+	once := config.SplitAddrs(c.cfg.Cluster.Join)
+	retry := config.SplitAddrs(c.cfg.Cluster.RetryJoin)
+	for _, s := range c.configuration() {
+		if cluster.NodeID(s.ID) != c.id {
+			once = append(once, string(s.Address))
+		}
+	}
+	if len(once)+len(retry) == 0 {
+		return
+	}
+	deadline := time.Now().Add(time.Minute)
+	for attempt := 0; ; attempt++ {
+		var addrs []string
+		if time.Now().Before(deadline) {
+			addrs = append(addrs, once...)
+		}
+		addrs = append(addrs, retry...)
+		if len(addrs) == 0 {
+			c.log.Warn("could not join any member; waiting to be joined", "tried", once)
+			return
+		}
+		n, err := c.members.JoinAny(ctx, addrs)
+		if err == nil && (n > 0 || len(c.members.Members()) > 1) {
+			c.log.Info("joined the data center", "contacted", n, "members", c.members.NumMembers())
+			return
+		}
+		if attempt%10 == 0 {
+			c.log.Warn("join failed, retrying", "addrs", addrs, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// configuration is the data group's current raft configuration (empty for
+// a node that never had state).
+func (c *clusterNode) configuration() []raft.Server {
+	f := c.group.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	return f.Configuration().Servers
+}
+
+// bootstrapLoop forms a new data center once BootstrapExpect members of
+// this DC see each other. Every one of them computes the same first
+// configuration from the same member list (the first BootstrapExpect by
+// node ID, placed by cluster.Place), and those chosen as voters bootstrap
+// it; raft treats identical bootstraps as one. A node with raft state
+// never bootstraps, so a restart with --bootstrap-expect is safe.
+func (c *clusterNode) bootstrapLoop(ctx context.Context) {
+	if len(c.configuration()) > 0 {
+		c.log.Info("raft state exists; not bootstrapping")
+		return
+	}
+	expect := c.cfg.Cluster.BootstrapExpect
+	last := time.Time{}
+	for {
+		if _, id := c.group.Leader(); id != "" || len(c.configuration()) > 0 {
+			return // formed by others (or joined)
+		}
+		ms := c.dcMembers()
+		if len(ms) >= expect {
+			slices.SortFunc(ms, func(a, b cluster.Member) int { return cmpID(a.ID, b.ID) })
+			ms = ms[:expect]
+			place := cluster.Place(1, ms, c.cfg.Cluster.ReplicationFactor)
+			voters := place.Shards[0].Voters
+			if slices.Contains(voters, c.id) {
+				var servers []raft.Server
+				for _, v := range voters {
+					for _, m := range ms {
+						if m.ID == v {
+							servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(v), Address: cluster.RaftAddress(v, m.Addr)})
+						}
+					}
+				}
+				err := c.group.Bootstrap(servers)
+				switch {
+				case err == nil:
+					c.log.Info("bootstrapped a new data center", "voters", voters)
+				case errors.Is(err, raft.ErrCantBootstrap):
+					c.log.Info("raft state exists; not bootstrapping")
+				default:
+					c.log.Error("bootstrap failed", "err", err)
+				}
+			}
+			return
+		}
+		if time.Since(last) > 10*time.Second {
+			c.log.Info("waiting for members to bootstrap", "have", len(ms), "expect", expect)
+			last = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func cmpID(a, b cluster.NodeID) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// dcMembers are the live members of this node's DC.
+func (c *clusterNode) dcMembers() []cluster.Member {
+	dc := strconv.Itoa(c.cfg.DC)
+	var out []cluster.Member
+	for _, m := range c.members.Members() {
+		if m.MetaErr == nil && m.Meta.DC == dc {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// onEvent tracks since when members are down, for the autopilot's grace.
+func (c *clusterNode) onEvent(ev cluster.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch ev.Type {
+	case cluster.EventJoin, cluster.EventUpdate:
+		delete(c.downSince, ev.Member.ID)
+	case cluster.EventFail, cluster.EventLeave:
+		if _, ok := c.downSince[ev.Member.ID]; !ok {
+			c.downSince[ev.Member.ID] = time.Now()
+		}
+	}
+	c.log.Info("membership", "event", ev.Type.String(), "member", string(ev.Member.ID), "addr", ev.Member.Addr)
+}
+
+// secretNames are the DC-wide secrets every node must share.
+var secretNames = []string{"rsa_key", "salt_secret", "access_secret"}
+
+// waitSecrets returns the DC's shared secrets, once the data group has
+// them: read from the local replica, else asked of the leader (a node
+// that holds no replica). The leader proposes fresh ones if there are
+// none yet; the first proposal wins.
+func (c *clusterNode) waitSecrets(ctx context.Context, rt *router) (map[string][]byte, error) {
+	var fresh []messaging.NamedSecret
+	last := time.Now()
+	for {
+		if s, ok := c.localSecrets(); ok {
+			return s, nil
+		}
+		if c.group.IsLeader() {
+			if fresh == nil {
+				k, err := rsa.GenerateKey(rand.Reader, 2048)
+				if err != nil {
+					return nil, err
+				}
+				fresh = append(fresh, messaging.NamedSecret{Name: "rsa_key", Value: x509.MarshalPKCS1PrivateKey(k)})
+				for _, n := range secretNames[1:] {
+					v := make([]byte, 32)
+					rand.Read(v)
+					fresh = append(fresh, messaging.NamedSecret{Name: n, Value: v})
+				}
+			}
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := c.rep.Propose(pctx, c.group, messaging.InitSecrets{Secrets: fresh}, messaging.Env{Now: time.Now().Unix()})
+			cancel()
+			if err != nil {
+				c.log.Warn("propose secrets", "err", err)
+			}
+		} else if s, err := rt.fetchSecrets(ctx); err == nil {
+			return s, nil
+		}
+		if time.Since(last) > 10*time.Second {
+			_, leader := c.group.Leader()
+			c.log.Info("waiting for the data center to form", "members", c.members.NumMembers(), "leader", string(leader))
+			last = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// localSecrets reads the shared secrets from this node's replica.
+func (c *clusterNode) localSecrets() (map[string][]byte, bool) {
+	out := map[string][]byte{}
+	err := c.group.View(func(tx *storage.Txn) error {
+		for _, n := range secretNames {
+			v, ok, err := messaging.Secret(tx, n)
+			if err != nil || !ok {
+				return errors.New("missing")
+			}
+			out[n] = v
+		}
+		return nil
+	})
+	return out, err == nil
+}
+
+// close stops everything cluster-side. A plain shutdown does not leave the
+// data center: a restarting node keeps its replicas.
+func (c *clusterNode) close() {
+	if c.stop != nil {
+		c.stop()
+	}
+	if c.members != nil {
+		c.members.Close()
+	}
+	if c.group != nil {
+		if err := c.group.Close(); err != nil {
+			c.log.Warn("close raft group", "err", err)
+		}
+	}
+	if c.raftTr != nil {
+		c.raftTr.Close()
+	}
+	if c.mesh != nil {
+		c.mesh.Close()
+	}
+	c.wg.Wait()
+}

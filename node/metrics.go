@@ -1,0 +1,71 @@
+package node
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// clusterMetrics are a clustered node's replication, routing and gossip
+// metrics.
+type clusterMetrics struct {
+	applySeconds   prometheus.Histogram
+	leaderChanges  prometheus.Counter
+	isLeader       prometheus.Gauge
+	appliedIndex   prometheus.Gauge
+	commitIndex    prometheus.Gauge
+	applyLag       prometheus.Gauge
+	snapshotBytes  prometheus.Gauge
+	members        prometheus.Gauge
+	gossipHealth   prometheus.Gauge
+	autopilotSteps *prometheus.CounterVec
+	forwarded      *prometheus.CounterVec
+	forwardSeconds prometheus.Histogram
+	pushFrames     *prometheus.CounterVec
+}
+
+func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
+	m := &clusterMetrics{
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "mtnode_raft_commit_seconds", Help: "Time from proposing a command to its being committed and applied on the leader.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+		}),
+		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mtnode_raft_leader_changes_total", Help: "Leader changes of the data group seen by this node.",
+		}),
+		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mtnode_raft_is_leader", Help: "1 if this node leads the data group.",
+		}),
+		appliedIndex: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mtnode_raft_applied_index", Help: "Last log index applied by this replica.",
+		}),
+		commitIndex: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mtnode_raft_commit_index", Help: "Commit index known to this replica.",
+		}),
+		applyLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mtnode_raft_apply_lag", Help: "Committed entries not yet applied by this replica.",
+		}),
+		snapshotBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mtnode_raft_snapshot_bytes", Help: "Size of this replica's latest snapshot.",
+		}),
+		members: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mtnode_gossip_members", Help: "Members alive or suspect in this node's view.",
+		}),
+		gossipHealth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mtnode_gossip_health_score", Help: "memberlist awareness score: 0 is healthy.",
+		}),
+		autopilotSteps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mtnode_autopilot_steps_total", Help: "Membership changes made by the autopilot, by kind and success.",
+		}, []string{"kind", "ok"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mtnode_forwarded_calls_total", Help: "Client calls forwarded to the leader, by result.",
+		}, []string{"result"}),
+		forwardSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "mtnode_forward_seconds", Help: "Time to answer a client call through the leader, retries included.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+		}),
+		pushFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mtnode_push_bus_frames_total", Help: "Update push bus frames, by direction (sent, received, dropped).",
+		}, []string{"dir"}),
+	}
+	reg.MustRegister(m.applySeconds, m.leaderChanges, m.isLeader, m.appliedIndex, m.commitIndex,
+		m.applyLag, m.snapshotBytes, m.members, m.gossipHealth, m.autopilotSteps, m.forwarded,
+		m.forwardSeconds, m.pushFrames)
+	return m
+}

@@ -1,0 +1,556 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gotd/td/bin"
+	"github.com/gotd/td/tgerr"
+	"github.com/hashicorp/raft"
+
+	"github.com/mtnode/mtnode/cluster"
+	"github.com/mtnode/mtnode/messaging"
+	"github.com/mtnode/mtnode/protocol"
+	"github.com/mtnode/mtnode/replication"
+	"github.com/mtnode/mtnode/storage"
+)
+
+// Node-to-node RPC over the mesh (cluster.KindRPC): one request frame,
+// one response frame per stream.
+//
+//	request:  op (1) | body
+//	response: status (1) | body
+const (
+	opCall     byte = 1 // body: JSON forwardedCall; ok body: the result's TL
+	opLoadKey  byte = 2 // body: key id (8); ok body: the key record
+	opStoreKey byte = 3 // body: key id (8) | record
+	opSecrets  byte = 4 // ok body: JSON map of the DC's secrets
+	opStatus   byte = 5 // ok body: JSON nodeStatus
+
+	stOK        byte = 0
+	stRPCError  byte = 1 // body: JSON rpcError, a Telegram error for the client
+	stNotLeader byte = 2 // body: the leader's raft address, if known
+	stNotFound  byte = 3
+	stFailed    byte = 4 // body: text, logged; the client sees INTERNAL
+)
+
+// Bounds on what a peer may send.
+const (
+	maxRPCRequest  = 2 << 20
+	maxRPCResponse = 32 << 20
+)
+
+// errNotLeader is a peer's answer that it does not lead the data group.
+type errNotLeader struct{ hint raft.ServerAddress }
+
+func (e errNotLeader) Error() string { return "peer is not the leader (hint " + string(e.hint) + ")" }
+
+// forwardedCall is a protocol.Call on the wire.
+type forwardedCall struct {
+	AuthKeyID, PermKeyID int64
+	SessionID, MsgID     int64
+	Layer                int
+	NoUpdates            bool
+	Client               *protocol.ClientInfo `json:",omitempty"`
+	Body                 []byte
+}
+
+type rpcError struct {
+	Code    int
+	Message string
+}
+
+// rawTL is an already encoded TL object.
+type rawTL []byte
+
+func (r rawTL) Encode(b *bin.Buffer) error { b.Put(r); return nil }
+
+// router answers client calls on a clustered node: on the data group's
+// leader it runs the API locally, elsewhere it forwards the call to the
+// leader over the mesh and relays the answer, retrying across elections
+// and leader changes until cluster.hold_timeout.
+type router struct {
+	c     *clusterNode
+	local protocol.Handler
+
+	hintMu   sync.Mutex
+	hint     raft.ServerAddress // leader learned from peers, for non-replicas
+	hintTime time.Time
+}
+
+func newRouter(c *clusterNode) *router {
+	r := &router{c: c}
+	c.rt = r
+	c.mesh.Handle(cluster.KindRPC, r.serve)
+	return r
+}
+
+// errCallFailed is what a client gets when no leader answered in time.
+var errCallFailed = tgerr.New(500, "RPC_CALL_FAIL")
+
+// Handle implements protocol.Handler.
+func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, r.c.cfg.Cluster.HoldTimeout.Duration)
+	defer cancel()
+	body := slices.Clone(call.Body.Buf)
+	var fwd []byte
+	result := "ok"
+	defer func() { r.c.metrics.forwardSeconds.Observe(time.Since(start).Seconds()) }()
+	for attempt := 0; ; attempt++ {
+		if r.c.group.IsLeader() {
+			lc := *call
+			lc.Body = &bin.Buffer{Buf: slices.Clone(body)}
+			res, err := r.local.Handle(ctx, &lc)
+			if !errors.Is(err, messaging.ErrUnavailable) {
+				return res, err
+			}
+		} else if addr := r.leader(ctx); addr != "" {
+			if fwd == nil {
+				fwd = encodeCall(call, body)
+			}
+			res, err := r.forward(ctx, addr, fwd)
+			if err == nil {
+				r.c.metrics.forwarded.WithLabelValues(result).Inc()
+				return res, nil
+			}
+			var te *tgerr.Error
+			if errors.As(err, &te) {
+				r.c.metrics.forwarded.WithLabelValues("rpc_error").Inc()
+				return nil, te
+			}
+			var nl errNotLeader
+			if errors.As(err, &nl) {
+				r.setHint(nl.hint)
+			} else {
+				r.c.log.Debug("forward failed", "leader", string(addr), "err", err)
+				r.setHint("")
+			}
+			result = "retried"
+		}
+		if !sleepCtx(ctx, backoff(attempt)) {
+			r.c.metrics.forwarded.WithLabelValues("timeout").Inc()
+			return nil, errCallFailed
+		}
+	}
+}
+
+func backoff(attempt int) time.Duration {
+	return min(time.Duration(attempt+1)*20*time.Millisecond, 250*time.Millisecond)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func encodeCall(call *protocol.Call, body []byte) []byte {
+	b, _ := json.Marshal(forwardedCall{
+		AuthKeyID: call.AuthKeyID, PermKeyID: call.PermKeyID,
+		SessionID: call.SessionID, MsgID: call.MsgID,
+		Layer: call.Layer, NoUpdates: call.NoUpdates, Client: call.Client,
+		Body: body,
+	})
+	return append([]byte{opCall}, b...)
+}
+
+// leader returns the data group's leader address: raft's own view on a
+// replica, else one learned from peers.
+func (r *router) leader(ctx context.Context) raft.ServerAddress {
+	if addr, id := r.c.group.Leader(); id != "" {
+		return addr
+	}
+	r.hintMu.Lock()
+	hint, fresh := r.hint, time.Since(r.hintTime) < 500*time.Millisecond
+	r.hintMu.Unlock()
+	if hint != "" || fresh {
+		return hint
+	}
+	// Not a replica (or no leader yet): ask the members.
+	for _, m := range r.c.dcMembers() {
+		if m.ID == r.c.id {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := r.statusAt(sctx, m.ID, m.Addr)
+		cancel()
+		if err == nil && st.Group.Leader != "" {
+			r.setHint(raft.ServerAddress(st.Group.LeaderAddr))
+			return raft.ServerAddress(st.Group.LeaderAddr)
+		}
+	}
+	r.setHint("")
+	return ""
+}
+
+func (r *router) setHint(a raft.ServerAddress) {
+	r.hintMu.Lock()
+	r.hint, r.hintTime = a, time.Now()
+	r.hintMu.Unlock()
+}
+
+// forward sends an opCall to the leader at addr and decodes its answer.
+func (r *router) forward(ctx context.Context, addr raft.ServerAddress, req []byte) (bin.Encoder, error) {
+	st, body, err := r.request(ctx, addr, req)
+	if err != nil {
+		return nil, err
+	}
+	switch st {
+	case stOK:
+		return rawTL(body), nil
+	case stRPCError:
+		var e rpcError
+		if err := json.Unmarshal(body, &e); err != nil {
+			return nil, fmt.Errorf("bad rpc error: %w", err)
+		}
+		return nil, tgerr.New(e.Code, e.Message)
+	case stFailed:
+		r.c.log.Error("forwarded call failed on the leader", "leader", string(addr), "err", string(body))
+		return nil, tgerr.New(500, "INTERNAL")
+	}
+	return nil, statusErr(st, body)
+}
+
+func statusErr(st byte, body []byte) error {
+	switch st {
+	case stNotLeader:
+		return errNotLeader{hint: raft.ServerAddress(body)}
+	case stFailed:
+		return fmt.Errorf("peer failed: %s", body)
+	case stNotFound:
+		return storage.ErrNotFound
+	}
+	return fmt.Errorf("peer answered status %d", st)
+}
+
+// request runs one RPC against the node at raft address addr.
+func (r *router) request(ctx context.Context, addr raft.ServerAddress, req []byte) (byte, []byte, error) {
+	id, hp, err := cluster.ParseRaftAddress(addr)
+	if err != nil {
+		return 0, nil, err
+	}
+	return r.requestAt(ctx, id, hp, req)
+}
+
+func (r *router) requestAt(ctx context.Context, id cluster.NodeID, hp string, req []byte) (byte, []byte, error) {
+	s, err := r.c.mesh.Open(ctx, id, hp, cluster.KindRPC)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer s.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		s.SetDeadline(dl)
+	}
+	if err := cluster.WriteFrame(s, req); err != nil {
+		return 0, nil, err
+	}
+	resp, err := cluster.ReadFrame(s, nil, maxRPCResponse)
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(resp) == 0 {
+		return 0, nil, errors.New("empty response")
+	}
+	return resp[0], resp[1:], nil
+}
+
+// serve answers one RPC stream from a peer.
+func (r *router) serve(ctx context.Context, peer cluster.NodeID, s *cluster.Stream) {
+	defer s.Close()
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	req, err := cluster.ReadFrame(s, nil, maxRPCRequest)
+	if err != nil || len(req) == 0 {
+		s.Reset()
+		return
+	}
+	s.SetReadDeadline(time.Time{})
+	ctx, cancel := context.WithTimeout(ctx, r.c.cfg.Cluster.HoldTimeout.Duration)
+	defer cancel()
+	st, body := r.dispatch(ctx, req[0], req[1:])
+	s.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	cluster.WriteFrame(s, append([]byte{st}, body...))
+}
+
+func (r *router) notLeader() (byte, []byte) {
+	addr, _ := r.c.group.Leader()
+	return stNotLeader, []byte(addr)
+}
+
+func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []byte) {
+	switch op {
+	case opCall:
+		if !r.c.group.IsLeader() {
+			return r.notLeader()
+		}
+		var fc forwardedCall
+		if err := json.Unmarshal(body, &fc); err != nil {
+			return stFailed, []byte("bad call: " + err.Error())
+		}
+		call := &protocol.Call{
+			AuthKeyID: fc.AuthKeyID, PermKeyID: fc.PermKeyID,
+			SessionID: fc.SessionID, MsgID: fc.MsgID,
+			Layer: fc.Layer, NoUpdates: fc.NoUpdates, Client: fc.Client,
+			Body: &bin.Buffer{Buf: fc.Body},
+		}
+		res, err := r.local.Handle(ctx, call)
+		if err != nil {
+			var te *tgerr.Error
+			switch {
+			case errors.Is(err, messaging.ErrUnavailable):
+				return r.notLeader()
+			case errors.As(err, &te):
+				b, _ := json.Marshal(rpcError{Code: te.Code, Message: te.Message})
+				return stRPCError, b
+			}
+			return stFailed, []byte(err.Error())
+		}
+		var b bin.Buffer
+		if err := res.Encode(&b); err != nil {
+			return stFailed, []byte("encode result: " + err.Error())
+		}
+		return stOK, b.Buf
+	case opLoadKey:
+		if len(body) != 8 {
+			return stFailed, []byte("bad key id")
+		}
+		id := int64(binary.BigEndian.Uint64(body))
+		rec, ok, err := r.c.localAuthKey(id)
+		switch {
+		case err != nil:
+			return stFailed, []byte(err.Error())
+		case ok:
+			return stOK, rec
+		case !r.c.group.IsLeader():
+			return r.notLeader()
+		}
+		return stNotFound, nil
+	case opStoreKey:
+		if len(body) < 8 {
+			return stFailed, []byte("bad key")
+		}
+		if !r.c.group.IsLeader() {
+			return r.notLeader()
+		}
+		id := int64(binary.BigEndian.Uint64(body))
+		if err := r.c.proposeKey(ctx, id, body[8:]); err != nil {
+			if errors.Is(err, messaging.ErrUnavailable) {
+				return r.notLeader()
+			}
+			return stFailed, []byte(err.Error())
+		}
+		return stOK, nil
+	case opSecrets:
+		s, ok := r.c.localSecrets()
+		if !ok {
+			return r.notLeader()
+		}
+		b, _ := json.Marshal(s)
+		return stOK, b
+	case opStatus:
+		b, _ := json.Marshal(r.c.status())
+		return stOK, b
+	}
+	return stFailed, []byte(fmt.Sprintf("unknown op %d", op))
+}
+
+// toLeader runs req against the leader, following leader changes, until
+// ctx ends.
+func (r *router) toLeader(ctx context.Context, req []byte) (byte, []byte, error) {
+	var lastErr error = errors.New("no leader")
+	for attempt := 0; ; attempt++ {
+		if addr := r.leader(ctx); addr != "" {
+			st, body, err := r.request(ctx, addr, req)
+			if err == nil && st != stNotLeader {
+				return st, body, nil
+			}
+			if err == nil {
+				r.setHint(raft.ServerAddress(body))
+				err = errNotLeader{hint: raft.ServerAddress(body)}
+			} else {
+				r.setHint("")
+			}
+			lastErr = err
+		}
+		if !sleepCtx(ctx, backoff(attempt)) {
+			return 0, nil, fmt.Errorf("%w: %w", messaging.ErrUnavailable, lastErr)
+		}
+	}
+}
+
+// fetchSecrets asks the leader for the DC's secrets.
+func (r *router) fetchSecrets(ctx context.Context) (map[string][]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	addr := r.leader(ctx)
+	if addr == "" {
+		return nil, errors.New("no leader")
+	}
+	st, body, err := r.request(ctx, addr, []byte{opSecrets})
+	if err != nil {
+		return nil, err
+	}
+	if st != stOK {
+		return nil, statusErr(st, body)
+	}
+	var s map[string][]byte
+	if err := json.Unmarshal(body, &s); err != nil {
+		return nil, err
+	}
+	for _, n := range secretNames {
+		if len(s[n]) == 0 {
+			return nil, fmt.Errorf("secret %s missing", n)
+		}
+	}
+	return s, nil
+}
+
+// nodeStatus asks a member for its status.
+func (r *router) nodeStatus(ctx context.Context, id cluster.NodeID) (nodeStatus, error) {
+	for _, m := range r.c.members.Members() {
+		if m.ID == id {
+			return r.statusAt(ctx, id, m.Addr)
+		}
+	}
+	return nodeStatus{}, fmt.Errorf("%s is not a live member", id)
+}
+
+func (r *router) statusAt(ctx context.Context, id cluster.NodeID, hp string) (nodeStatus, error) {
+	var st nodeStatus
+	code, body, err := r.requestAt(ctx, id, hp, []byte{opStatus})
+	if err != nil {
+		return st, err
+	}
+	if code != stOK {
+		return st, statusErr(code, body)
+	}
+	err = json.Unmarshal(body, &st)
+	return st, err
+}
+
+// localAuthKey reads an auth key record from this node's replica.
+func (c *clusterNode) localAuthKey(id int64) (rec []byte, ok bool, err error) {
+	err = c.group.View(func(tx *storage.Txn) error {
+		rec, ok, err = messaging.AuthKey(tx, id)
+		return err
+	})
+	return rec, ok, err
+}
+
+// proposeKey stores an auth key through the data group; this node must
+// lead it.
+func (c *clusterNode) proposeKey(ctx context.Context, id int64, rec []byte) error {
+	_, err := c.state().Apply(ctx, messaging.StoreAuthKey{ID: id, Data: rec}, messaging.Env{Now: time.Now().Unix()})
+	return err
+}
+
+// clusterKeys is the protocol.KeyStore of a clustered node: auth keys live
+// in the data group, so a key made through any node works on every node.
+type clusterKeys struct{ r *router }
+
+func (k clusterKeys) LoadKey(id int64) (*protocol.AuthKey, error) {
+	rec, ok, err := k.r.c.localAuthKey(id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		// Not here (yet): this node may hold no replica, or lag. The
+		// leader's answer is the truth.
+		if k.r.c.group.IsLeader() {
+			return nil, protocol.ErrKeyNotFound
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), k.r.c.cfg.Cluster.HoldTimeout.Duration)
+		defer cancel()
+		st, body, err := k.r.toLeader(ctx, binary.BigEndian.AppendUint64([]byte{opLoadKey}, uint64(id)))
+		if err != nil {
+			return nil, err
+		}
+		switch st {
+		case stOK:
+			rec = body
+		case stNotFound:
+			return nil, protocol.ErrKeyNotFound
+		default:
+			return nil, statusErr(st, body)
+		}
+	}
+	var key protocol.AuthKey
+	if err := key.UnmarshalBinary(rec); err != nil {
+		return nil, err
+	}
+	return &key, nil
+}
+
+func (k clusterKeys) StoreKey(key *protocol.AuthKey) error {
+	rec, err := key.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), k.r.c.cfg.Cluster.HoldTimeout.Duration)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		if k.r.c.group.IsLeader() {
+			err = k.r.c.proposeKey(ctx, key.ID(), rec)
+			if !errors.Is(err, messaging.ErrUnavailable) {
+				return err
+			}
+		} else {
+			req := binary.BigEndian.AppendUint64([]byte{opStoreKey}, uint64(key.ID()))
+			st, body, err := k.r.toLeader(ctx, append(req, rec...))
+			if err != nil {
+				return err
+			}
+			if st == stOK {
+				return nil
+			}
+			return statusErr(st, body)
+		}
+		if !sleepCtx(ctx, backoff(attempt)) {
+			return err
+		}
+	}
+}
+
+// replicatedState is the api.State of a clustered node: commands go
+// through the data group (this node leads it when the API runs here; the
+// router sees to that), reads come from the local replica.
+type replicatedState struct {
+	c      *clusterNode
+	notify messaging.Notifier
+}
+
+func (c *clusterNode) state() replicatedState { return replicatedState{c: c, notify: c.notify} }
+
+func (s replicatedState) Apply(ctx context.Context, cmd messaging.Command, env messaging.Env) (any, error) {
+	start := time.Now()
+	res, err := s.c.rep.Propose(ctx, s.c.group, cmd, env)
+	if err == nil {
+		s.c.metrics.applySeconds.Observe(time.Since(start).Seconds())
+		return res, nil
+	}
+	if errors.Is(err, replication.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+		errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrEnqueueTimeout) ||
+		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrAbortedByRestore) {
+		return nil, fmt.Errorf("%w: %w", messaging.ErrUnavailable, err)
+	}
+	return nil, err
+}
+
+func (s replicatedState) View(fn func(tx *storage.Txn) error) error { return s.c.group.View(fn) }
+
+func (s replicatedState) Publish(events []messaging.Event) {
+	if len(events) > 0 && s.notify != nil {
+		s.notify.Notify(events)
+	}
+}

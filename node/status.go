@@ -1,0 +1,181 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/mtnode/mtnode/cluster"
+)
+
+// nodeStatus is what a node says about itself: on the mesh (opStatus), on
+// its HTTP listener (/cluster/status) and in `mtnode status`.
+type nodeStatus struct {
+	ID         string      `json:"id"`
+	DC         int         `json:"dc"`
+	MeshAddr   string      `json:"mesh_addr"`
+	ClientAddr string      `json:"client_addr"`
+	Version    string      `json:"version"`
+	Leaving    bool        `json:"leaving,omitempty"`
+	Health     int         `json:"gossip_health"`
+	Group      groupStatus `json:"group"`
+}
+
+// groupStatus is one raft group as one replica sees it.
+type groupStatus struct {
+	Shard        uint32   `json:"shard"`
+	State        string   `json:"state"`
+	Leader       string   `json:"leader,omitempty"`
+	LeaderAddr   string   `json:"leader_addr,omitempty"`
+	Voters       []string `json:"voters"`
+	NonVoters    []string `json:"non_voters,omitempty"`
+	AppliedIndex uint64   `json:"applied_index"`
+	CommitIndex  uint64   `json:"commit_index"`
+	LastIndex    uint64   `json:"last_index"`
+}
+
+func (c *clusterNode) status() nodeStatus {
+	st := c.group.Raft().Stats()
+	num := func(k string) uint64 { v, _ := strconv.ParseUint(st[k], 10, 64); return v }
+	addr, id := c.group.Leader()
+	g := groupStatus{
+		Shard:        uint32(dataGroup),
+		State:        c.group.Raft().State().String(),
+		Leader:       string(id),
+		LeaderAddr:   string(addr),
+		AppliedIndex: c.group.AppliedIndex(),
+		CommitIndex:  num("commit_index"),
+		LastIndex:    num("last_log_index"),
+		Voters:       []string{},
+	}
+	for _, s := range c.configuration() {
+		if s.Suffrage == raft.Voter {
+			g.Voters = append(g.Voters, string(s.ID))
+		} else {
+			g.NonVoters = append(g.NonVoters, string(s.ID))
+		}
+	}
+	c.mu.Lock()
+	leaving := c.leaving
+	c.mu.Unlock()
+	return nodeStatus{
+		ID:         string(c.id),
+		DC:         c.cfg.DC,
+		MeshAddr:   c.mesh.Addr().String(),
+		ClientAddr: c.clientAddr(),
+		Version:    Version,
+		Leaving:    leaving,
+		Health:     c.members.Health(),
+		Group:      g,
+	}
+}
+
+// ClusterStatus is the answer of /cluster/status: this node, and every
+// live member of its DC as it reports itself (or the error reaching it).
+type ClusterStatus struct {
+	Self    nodeStatus     `json:"self"`
+	Members []memberStatus `json:"members"`
+}
+
+type memberStatus struct {
+	ID       string      `json:"id"`
+	MeshAddr string      `json:"mesh_addr"`
+	DC       string      `json:"dc"`
+	Leaving  bool        `json:"leaving,omitempty"`
+	Status   *nodeStatus `json:"status,omitempty"`
+	Error    string      `json:"error,omitempty"`
+}
+
+func (c *clusterNode) clusterStatus(ctx context.Context) ClusterStatus {
+	out := ClusterStatus{Self: c.status()}
+	ms := c.members.Members()
+	slices.SortFunc(ms, func(a, b cluster.Member) int { return cmpID(a.ID, b.ID) })
+	for _, m := range ms {
+		e := memberStatus{ID: string(m.ID), MeshAddr: m.Addr, DC: m.Meta.DC, Leaving: m.Leaving}
+		if m.ID == c.id {
+			s := out.Self
+			e.Status = &s
+		} else {
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			s, err := c.rt.statusAt(sctx, m.ID, m.Addr)
+			cancel()
+			if err != nil {
+				e.Error = err.Error()
+			} else {
+				e.Status = &s
+			}
+		}
+		out.Members = append(out.Members, e)
+	}
+	return out
+}
+
+// handleStatus serves GET /cluster/status.
+func (c *clusterNode) handleStatus(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(c.clusterStatus(r.Context()))
+}
+
+// handleLeave serves POST /cluster/leave: hand the node's replicas off,
+// leave gossip, then stop the node (done is called). It answers once the
+// node holds no replica or the timeout passed.
+func (c *clusterNode) handleLeave(done func()) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "POST only", http.StatusMethodNotAllowed)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+		defer cancel()
+		err := c.leave(ctx)
+		w.Header().Set("Content-Type", "application/json")
+		res := map[string]string{"node": string(c.id), "result": "left"}
+		if err != nil {
+			res["result"] = "error"
+			res["error"] = err.Error()
+		}
+		json.NewEncoder(w).Encode(res)
+		if err == nil {
+			go done()
+		}
+	}
+}
+
+// leave marks the node leaving, waits until the autopilot (on the leader)
+// has moved its replica away, then leaves gossip.
+func (c *clusterNode) leave(ctx context.Context) error {
+	c.mu.Lock()
+	c.leaving = true
+	c.mu.Unlock()
+	if err := c.members.MarkLeaving(5 * time.Second); err != nil {
+		return err
+	}
+	c.log.Info("leaving the data center: handing off replicas")
+	for {
+		in := false
+		for _, s := range c.configuration() {
+			if cluster.NodeID(s.ID) == c.id {
+				in = true
+			}
+		}
+		if !in {
+			break
+		}
+		if c.group.IsLeader() {
+			// The autopilot hands leadership away first (Plan step 5);
+			// nothing to do here but wait.
+		}
+		if !sleepCtx(ctx, 200*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+	c.log.Info("replicas handed off; leaving gossip")
+	return c.members.Leave(5 * time.Second)
+}
