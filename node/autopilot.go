@@ -15,6 +15,17 @@ import (
 // the group a voter that cannot help commit for a while.
 const maxPromoteLag = 256
 
+// transferSettle is how long a node leads before the autopilot hands
+// leadership to the preferred leader.
+const transferSettle = 10 * time.Second
+
+// leaderSince is when this node last became the data group's leader.
+func (c *clusterNode) leaderSince() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ledSince
+}
+
 // autopilot runs on every node and acts where the node leads the data
 // group: it moves the group's configuration toward cluster.Place's target
 // one step at a time (cluster.Plan), so replicas follow members that join,
@@ -83,6 +94,17 @@ func (c *clusterNode) execute(ctx context.Context, st cluster.Step, addr map[clu
 	case cluster.StepRemove:
 		err = r.RemoveServer(id, 0, 10*time.Second).Error()
 	case cluster.StepTransferLeader:
+		// A transfer blocks the group's writes until it ends, so only to a
+		// node that answers and is caught up, and not in the first moments
+		// of a leadership (gossip may still list a dead former leader).
+		if time.Since(c.leaderSince()) < transferSettle {
+			return
+		}
+		lag, lerr := c.lagOf(ctx, st.Node)
+		if lerr != nil || lag > maxPromoteLag {
+			c.log.Debug("not handing leadership to a lagging node", "node", string(st.Node), "lag", lag, "err", lerr)
+			return
+		}
 		err = r.LeadershipTransferToServer(id, cluster.RaftAddress(st.Node, addr[st.Node])).Error()
 	}
 	c.metrics.autopilotSteps.WithLabelValues(st.Kind.String(), strconv.FormatBool(err == nil)).Inc()
@@ -98,7 +120,7 @@ func (c *clusterNode) execute(ctx context.Context, st cluster.Step, addr map[clu
 func (c *clusterNode) lagOf(ctx context.Context, node cluster.NodeID) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	st, err := c.rt.nodeStatus(ctx, node)
+	st, err := c.rt.NodeStatus(ctx, node)
 	if err != nil {
 		return 0, err
 	}
@@ -126,6 +148,9 @@ func (c *clusterNode) observe(ctx context.Context) {
 			c.metrics.leaderChanges.Inc()
 			c.log.Info("data group leader", "leader", string(leader))
 			last = leader
+			c.mu.Lock()
+			c.ledSince = time.Now()
+			c.mu.Unlock()
 		}
 		st := c.group.Raft().Stats()
 		commit, _ := strconv.ParseUint(st["commit_index"], 10, 64)

@@ -50,6 +50,7 @@ type clusterNode struct {
 	mu        sync.Mutex
 	downSince map[cluster.NodeID]time.Time
 	leaving   bool
+	ledSince  time.Time // when the leader last changed, as observe saw it
 
 	wg   sync.WaitGroup
 	ctx  context.Context // ends when the node stops

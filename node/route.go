@@ -31,7 +31,7 @@ const (
 	opLoadKey  byte = 2 // body: key id (8); ok body: the key record
 	opStoreKey byte = 3 // body: key id (8) | record
 	opSecrets  byte = 4 // ok body: JSON map of the DC's secrets
-	opStatus   byte = 5 // ok body: JSON nodeStatus
+	opStatus   byte = 5 // ok body: JSON NodeStatus
 
 	stOK        byte = 0
 	stRPCError  byte = 1 // body: JSON rpcError, a Telegram error for the client
@@ -201,9 +201,38 @@ func (r *router) setHint(a raft.ServerAddress) {
 	r.hintMu.Unlock()
 }
 
+// attemptTimeout bounds one forwarding attempt when nothing says the
+// leader changed: a leader killed mid-call leaves a connection that looks
+// open until QUIC's idle timeout, and the call must move on long before.
+const attemptTimeout = 3 * time.Second
+
+// attemptCtx bounds one attempt against the leader at addr: it ends after
+// attemptTimeout, or as soon as this replica's raft names another leader.
+func (r *router) attemptCtx(ctx context.Context, addr raft.ServerAddress) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if now, id := r.c.group.Leader(); id != "" && now != addr {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx, cancel
+}
+
 // forward sends an opCall to the leader at addr and decodes its answer.
 func (r *router) forward(ctx context.Context, addr raft.ServerAddress, req []byte) (bin.Encoder, error) {
-	st, body, err := r.request(ctx, addr, req)
+	actx, cancel := r.attemptCtx(ctx, addr)
+	defer cancel()
+	st, body, err := r.request(actx, addr, req)
 	if err != nil {
 		return nil, err
 	}
@@ -371,7 +400,9 @@ func (r *router) toLeader(ctx context.Context, req []byte) (byte, []byte, error)
 	var lastErr error = errors.New("no leader")
 	for attempt := 0; ; attempt++ {
 		if addr := r.leader(ctx); addr != "" {
-			st, body, err := r.request(ctx, addr, req)
+			actx, cancel := r.attemptCtx(ctx, addr)
+			st, body, err := r.request(actx, addr, req)
+			cancel()
 			if err == nil && st != stNotLeader {
 				return st, body, nil
 			}
@@ -416,18 +447,18 @@ func (r *router) fetchSecrets(ctx context.Context) (map[string][]byte, error) {
 	return s, nil
 }
 
-// nodeStatus asks a member for its status.
-func (r *router) nodeStatus(ctx context.Context, id cluster.NodeID) (nodeStatus, error) {
+// NodeStatus asks a member for its status.
+func (r *router) NodeStatus(ctx context.Context, id cluster.NodeID) (NodeStatus, error) {
 	for _, m := range r.c.members.Members() {
 		if m.ID == id {
 			return r.statusAt(ctx, id, m.Addr)
 		}
 	}
-	return nodeStatus{}, fmt.Errorf("%s is not a live member", id)
+	return NodeStatus{}, fmt.Errorf("%s is not a live member", id)
 }
 
-func (r *router) statusAt(ctx context.Context, id cluster.NodeID, hp string) (nodeStatus, error) {
-	var st nodeStatus
+func (r *router) statusAt(ctx context.Context, id cluster.NodeID, hp string) (NodeStatus, error) {
+	var st NodeStatus
 	code, body, err := r.requestAt(ctx, id, hp, []byte{opStatus})
 	if err != nil {
 		return st, err

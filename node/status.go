@@ -13,9 +13,9 @@ import (
 	"github.com/mtnode/mtnode/cluster"
 )
 
-// nodeStatus is what a node says about itself: on the mesh (opStatus), on
+// NodeStatus is what a node says about itself: on the mesh (opStatus), on
 // its HTTP listener (/cluster/status) and in `mtnode status`.
-type nodeStatus struct {
+type NodeStatus struct {
 	ID         string      `json:"id"`
 	DC         int         `json:"dc"`
 	MeshAddr   string      `json:"mesh_addr"`
@@ -23,11 +23,11 @@ type nodeStatus struct {
 	Version    string      `json:"version"`
 	Leaving    bool        `json:"leaving,omitempty"`
 	Health     int         `json:"gossip_health"`
-	Group      groupStatus `json:"group"`
+	Group      GroupStatus `json:"group"`
 }
 
-// groupStatus is one raft group as one replica sees it.
-type groupStatus struct {
+// GroupStatus is one raft group as one replica sees it.
+type GroupStatus struct {
 	Shard        uint32   `json:"shard"`
 	State        string   `json:"state"`
 	Leader       string   `json:"leader,omitempty"`
@@ -39,11 +39,11 @@ type groupStatus struct {
 	LastIndex    uint64   `json:"last_index"`
 }
 
-func (c *clusterNode) status() nodeStatus {
+func (c *clusterNode) status() NodeStatus {
 	st := c.group.Raft().Stats()
 	num := func(k string) uint64 { v, _ := strconv.ParseUint(st[k], 10, 64); return v }
 	addr, id := c.group.Leader()
-	g := groupStatus{
+	g := GroupStatus{
 		Shard:        uint32(dataGroup),
 		State:        c.group.Raft().State().String(),
 		Leader:       string(id),
@@ -63,7 +63,7 @@ func (c *clusterNode) status() nodeStatus {
 	c.mu.Lock()
 	leaving := c.leaving
 	c.mu.Unlock()
-	return nodeStatus{
+	return NodeStatus{
 		ID:         string(c.id),
 		DC:         c.cfg.DC,
 		MeshAddr:   c.mesh.Addr().String(),
@@ -78,16 +78,17 @@ func (c *clusterNode) status() nodeStatus {
 // ClusterStatus is the answer of /cluster/status: this node, and every
 // live member of its DC as it reports itself (or the error reaching it).
 type ClusterStatus struct {
-	Self    nodeStatus     `json:"self"`
-	Members []memberStatus `json:"members"`
+	Self    NodeStatus     `json:"self"`
+	Members []MemberStatus `json:"members"`
 }
 
-type memberStatus struct {
+// MemberStatus is one member in ClusterStatus.
+type MemberStatus struct {
 	ID       string      `json:"id"`
 	MeshAddr string      `json:"mesh_addr"`
 	DC       string      `json:"dc"`
 	Leaving  bool        `json:"leaving,omitempty"`
-	Status   *nodeStatus `json:"status,omitempty"`
+	Status   *NodeStatus `json:"status,omitempty"`
 	Error    string      `json:"error,omitempty"`
 }
 
@@ -96,7 +97,7 @@ func (c *clusterNode) clusterStatus(ctx context.Context) ClusterStatus {
 	ms := c.members.Members()
 	slices.SortFunc(ms, func(a, b cluster.Member) int { return cmpID(a.ID, b.ID) })
 	for _, m := range ms {
-		e := memberStatus{ID: string(m.ID), MeshAddr: m.Addr, DC: m.Meta.DC, Leaving: m.Leaving}
+		e := MemberStatus{ID: string(m.ID), MeshAddr: m.Addr, DC: m.Meta.DC, Leaving: m.Leaving}
 		if m.ID == c.id {
 			s := out.Self
 			e.Status = &s

@@ -3,6 +3,8 @@
 //	mtnode run [flags]   serve a node (a one-node DC by default)
 //	mtnode client ...    a small command-line client (login, send, history, listen)
 //	mtnode keygen ...    make a cluster's CA, gossip key and join token, or a node certificate
+//	mtnode status        show the data center's members, leader and lag
+//	mtnode leave         hand a node's replicas off and leave the data center
 //	mtnode version       print the version
 //	mtnode help          print usage
 package main
@@ -34,6 +36,10 @@ Usage:
   mtnode client CMD     try a node: login, send, history, listen ("mtnode client help")
   mtnode keygen --out DIR [--node-cert ID]
                         make a cluster CA, gossip key and join token, or a node certificate
+  mtnode status [--http ADDR] [--json]
+                        show a clustered node's data center: members, leader, lag
+  mtnode leave [--http ADDR]
+                        hand a node's replicas off, leave the data center, stop
   mtnode version        print the version
   mtnode help           print this help
 
@@ -55,6 +61,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runClient(args[1:], os.Stdin, stdout, stderr)
 	case "keygen":
 		return runKeygen(args[1:], stdout, stderr)
+	case "status":
+		return runStatus(args[1:], stdout, stderr)
+	case "leave":
+		return runLeave(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mtnode", version())
 		return 0
@@ -96,6 +106,7 @@ func runNode(args []string, stderr io.Writer) int {
 	log := cfg.Logger(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	node.Version = version()
 	n, err := node.New(cfg, log)
 	if err != nil {
 		log.Error("start failed", "err", err)

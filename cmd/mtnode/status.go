@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mtnode/mtnode/node"
+)
+
+// runStatus is `mtnode status`: ask a node's HTTP listener for the data
+// center's state and print it for a person, or as JSON.
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mtnode status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("http", "127.0.0.1:8080", "the node's http_addr")
+	asJSON := fs.Bool("json", false, "print JSON")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	body, err := httpDo(ctx, http.MethodGet, "http://"+*addr+"/cluster/status")
+	if err != nil {
+		fmt.Fprintln(stderr, "mtnode status:", err)
+		return 1
+	}
+	if *asJSON {
+		stdout.Write(body)
+		return 0
+	}
+	var st node.ClusterStatus
+	if err := json.Unmarshal(body, &st); err != nil {
+		fmt.Fprintln(stderr, "mtnode status: bad answer:", err)
+		return 1
+	}
+	printStatus(stdout, st)
+	return 0
+}
+
+func printStatus(w io.Writer, st node.ClusterStatus) {
+	s := st.Self
+	fmt.Fprintf(w, "node %s  dc %d  mesh %s  clients %s  version %s  gossip health %d\n",
+		s.ID, s.DC, s.MeshAddr, s.ClientAddr, s.Version, s.Health)
+	g := s.Group
+	fmt.Fprintf(w, "data group %d: leader %s, voters %s", g.Shard, orNone(g.Leader), strings.Join(g.Voters, " "))
+	if len(g.NonVoters) > 0 {
+		fmt.Fprintf(w, ", staging %s", strings.Join(g.NonVoters, " "))
+	}
+	fmt.Fprintf(w, ", commit index %d\n\n", g.CommitIndex)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tMESH\tDC\tROLE\tAPPLIED\tLAG\tSTATE")
+	for _, m := range st.Members {
+		role, applied, lag, state := "-", "-", "-", "alive"
+		if m.Leaving {
+			state = "leaving"
+		}
+		if m.Status != nil {
+			ms := m.Status
+			role = roleOf(ms.ID, g)
+			applied = fmt.Sprint(ms.Group.AppliedIndex)
+			if g.CommitIndex >= ms.Group.AppliedIndex {
+				lag = fmt.Sprint(g.CommitIndex - ms.Group.AppliedIndex)
+			} else {
+				lag = "0"
+			}
+		} else if m.Error != "" {
+			state = "unreachable: " + m.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.MeshAddr, m.DC, role, applied, lag, state)
+	}
+	tw.Flush()
+}
+
+func roleOf(id string, g node.GroupStatus) string {
+	switch {
+	case id == g.Leader:
+		return "leader"
+	case contains(g.Voters, id):
+		return "voter"
+	case contains(g.NonVoters, id):
+		return "staging"
+	}
+	return "no replica"
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// runLeave is `mtnode leave`: ask a node to hand its replicas off, leave
+// the data center and stop.
+func runLeave(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mtnode leave", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("http", "127.0.0.1:8080", "the leaving node's http_addr")
+	timeout := fs.Duration("timeout", 3*time.Minute, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	body, err := httpDo(ctx, http.MethodPost, "http://"+*addr+"/cluster/leave")
+	if err != nil {
+		fmt.Fprintln(stderr, "mtnode leave:", err)
+		return 1
+	}
+	var res map[string]string
+	if err := json.Unmarshal(body, &res); err != nil || res["result"] != "left" {
+		fmt.Fprintf(stderr, "mtnode leave: %s", body)
+		return 1
+	}
+	fmt.Fprintf(stdout, "node %s left the data center\n", res["node"])
+	return 0
+}
+
+func httpDo(ctx context.Context, method, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, errors.New("the node is not clustered (no /cluster endpoints)")
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	return body, nil
+}
