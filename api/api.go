@@ -17,8 +17,8 @@ import (
 	"github.com/gotd/td/tgerr"
 
 	"github.com/mtnode/mtnode/messaging"
-	"github.com/mtnode/mtnode/storage"
 	"github.com/mtnode/mtnode/protocol"
+	"github.com/mtnode/mtnode/storage"
 )
 
 // Options configure the API.
