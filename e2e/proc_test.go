@@ -33,9 +33,12 @@ type node struct {
 	HTTPAddr    string
 	PublicKey   string
 	Fingerprint string
+	NodeID      string // clustered nodes only
+	MeshAddr    string
 
-	done  chan struct{} // closed once the process exited and its output is read
-	state *os.ProcessState
+	serving chan servingLine
+	done    chan struct{} // closed once the process exited and its output is read
+	state   *os.ProcessState
 }
 
 // servingLine is the JSON log record the node writes once it serves.
@@ -46,6 +49,8 @@ type servingLine struct {
 	HTTPAddr    string `json:"http_addr"`
 	PublicKey   string `json:"public_key"`
 	Fingerprint string `json:"fingerprint"`
+	NodeID      string `json:"node_id"`
+	MeshAddr    string `json:"mesh_addr"`
 }
 
 // syncBuffer is a bytes.Buffer safe for the writer goroutines of exec.
@@ -72,13 +77,23 @@ func (s *syncBuffer) String() string {
 // failed.
 func startNode(t *testing.T, dir string, extra ...string) *node {
 	t.Helper()
+	n := launchNode(t, dir, extra...)
+	n.waitServing(startTimeout)
+	return n
+}
+
+// launchNode starts mtnode like startNode but returns at once; waitServing
+// waits for its "mtnode serving" line. Nodes of a forming cluster serve
+// only once enough of them are up, so they are launched together.
+func launchNode(t *testing.T, dir string, extra ...string) *node {
+	t.Helper()
 	args := append([]string{"run",
 		"--data-dir", dir,
 		"--client-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0",
 		"--log-format", "json",
 	}, extra...)
-	n := &node{t: t, dir: dir, out: &syncBuffer{}, done: make(chan struct{})}
+	n := &node{t: t, dir: dir, out: &syncBuffer{}, done: make(chan struct{}), serving: make(chan servingLine, 1)}
 	n.cmd = exec.Command(binary, args...)
 	n.cmd.Env = cleanEnv()
 	n.cmd.Stdout = n.out
@@ -96,7 +111,7 @@ func startNode(t *testing.T, dir string, extra ...string) *node {
 		}
 	})
 
-	serving := make(chan servingLine, 1)
+	serving := n.serving
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -121,19 +136,25 @@ func startNode(t *testing.T, dir string, extra ...string) *node {
 		close(n.done)
 	}()
 
-	timer := time.NewTimer(startTimeout)
+	return n
+}
+
+// waitServing waits until the node logged "mtnode serving" and records
+// what it said.
+func (n *node) waitServing(timeout time.Duration) {
+	n.t.Helper()
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
-	case rec := <-serving:
+	case rec := <-n.serving:
 		n.ClientAddr, n.HTTPAddr = rec.ClientAddr, rec.HTTPAddr
 		n.PublicKey, n.Fingerprint = rec.PublicKey, rec.Fingerprint
-		return n
+		n.NodeID, n.MeshAddr = rec.NodeID, rec.MeshAddr
 	case <-n.done:
-		t.Fatalf("mtnode exited before serving: %s", n.exitString())
+		n.t.Fatalf("mtnode exited before serving: %s", n.exitString())
 	case <-timer.C:
-		t.Fatalf("mtnode did not log \"mtnode serving\" within %v", startTimeout)
+		n.t.Fatalf("mtnode did not log \"mtnode serving\" within %v", timeout)
 	}
-	return nil
 }
 
 // WSURL is the node's WebSocket endpoint.
