@@ -128,10 +128,10 @@ func (d *dcHarness) restart(i int) {
 	d.nodes[i].waitServing(clusterStart)
 }
 
-// status reads node i's /cluster/status.
+// status reads node i's /cluster/status about itself.
 func (d *dcHarness) status(i int) (mtnode.ClusterStatus, error) {
 	var st mtnode.ClusterStatus
-	code, body, err := httpGet(d.nodes[i], "/cluster/status")
+	code, body, err := httpGet(d.nodes[i], "/cluster/status?members=0")
 	if err != nil {
 		return st, err
 	}

@@ -282,6 +282,10 @@ func (r *router) requestAt(ctx context.Context, id cluster.NodeID, hp string, re
 	if dl, ok := ctx.Deadline(); ok {
 		s.SetDeadline(dl)
 	}
+	// A stream read does not watch ctx: cut it off when ctx ends early
+	// (the leader changed under the call).
+	stop := context.AfterFunc(ctx, func() { s.SetDeadline(time.Now()) })
+	defer stop()
 	if err := cluster.WriteFrame(s, req); err != nil {
 		return 0, nil, err
 	}

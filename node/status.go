@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -92,36 +93,48 @@ type MemberStatus struct {
 	Error    string      `json:"error,omitempty"`
 }
 
-func (c *clusterNode) clusterStatus(ctx context.Context) ClusterStatus {
+// clusterStatus asks every member for its status, concurrently; one that
+// does not answer within a second (a member gossip still lists after it
+// died) is reported with the error.
+func (c *clusterNode) clusterStatus(ctx context.Context, members bool) ClusterStatus {
 	out := ClusterStatus{Self: c.status()}
+	if !members {
+		return out
+	}
 	ms := c.members.Members()
 	slices.SortFunc(ms, func(a, b cluster.Member) int { return cmpID(a.ID, b.ID) })
-	for _, m := range ms {
-		e := MemberStatus{ID: string(m.ID), MeshAddr: m.Addr, DC: m.Meta.DC, Leaving: m.Leaving}
+	out.Members = make([]MemberStatus, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		e := &out.Members[i]
+		*e = MemberStatus{ID: string(m.ID), MeshAddr: m.Addr, DC: m.Meta.DC, Leaving: m.Leaving}
 		if m.ID == c.id {
 			s := out.Self
 			e.Status = &s
-		} else {
-			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			continue
+		}
+		wg.Go(func() {
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
 			s, err := c.rt.statusAt(sctx, m.ID, m.Addr)
-			cancel()
 			if err != nil {
 				e.Error = err.Error()
 			} else {
 				e.Status = &s
 			}
-		}
-		out.Members = append(out.Members, e)
+		})
 	}
+	wg.Wait()
 	return out
 }
 
-// handleStatus serves GET /cluster/status.
+// handleStatus serves GET /cluster/status; ?members=0 leaves the other
+// members out.
 func (c *clusterNode) handleStatus(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(c.clusterStatus(r.Context()))
+	enc.Encode(c.clusterStatus(r.Context(), r.URL.Query().Get("members") != "0"))
 }
 
 // handleLeave serves POST /cluster/leave: hand the node's replicas off,
