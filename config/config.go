@@ -149,6 +149,13 @@ type Cluster struct {
 	// DeadGrace is how long a member may be down before its replicas are
 	// moved to other nodes; shorter outages (restarts) move nothing.
 	DeadGrace Duration `toml:"dead_grace"`
+	// SnapshotEntries is how many log entries a replica keeps before it
+	// snapshots its state and truncates the log (and how many it keeps
+	// after, for followers that are a little behind). A replica further
+	// behind, or a new one, is sent a snapshot.
+	SnapshotEntries int `toml:"snapshot_entries"`
+	// SnapshotInterval is how often a replica checks whether to snapshot.
+	SnapshotInterval Duration `toml:"snapshot_interval"`
 }
 
 // Clustered reports whether the node runs as a member of a multi-node DC.
@@ -288,6 +295,8 @@ func Default() Config {
 			ReplicationFactor: 3,
 			HoldTimeout:       Duration{10 * time.Second},
 			DeadGrace:         Duration{2 * time.Minute},
+			SnapshotEntries:   16384,
+			SnapshotInterval:  Duration{2 * time.Minute},
 		},
 	}
 }
@@ -309,6 +318,8 @@ const (
 	maxBootstrapExpect             = 64
 	minHold, maxHold               = 100 * time.Millisecond, 5 * time.Minute
 	minGrace, maxGrace             = time.Second, 7 * 24 * time.Hour
+	minSnapEntries, maxSnapEntries = 16, 10_000_000
+	minSnapEvery, maxSnapEvery     = time.Second, 24 * time.Hour
 	levelNames                     = "debug, info, warn, error"
 	formatNames                    = "text, json"
 )
@@ -483,6 +494,12 @@ func fields() []field {
 		}},
 		{"cluster.dead_grace", func(c *Config) any { return &c.Cluster.DeadGrace }, func(c *Config) string {
 			return checkDurationRange(c.Cluster.DeadGrace.Duration, minGrace, maxGrace)
+		}},
+		{"cluster.snapshot_entries", func(c *Config) any { return &c.Cluster.SnapshotEntries }, func(c *Config) string {
+			return checkIntRange(c.Cluster.SnapshotEntries, minSnapEntries, maxSnapEntries)
+		}},
+		{"cluster.snapshot_interval", func(c *Config) any { return &c.Cluster.SnapshotInterval }, func(c *Config) string {
+			return checkDurationRange(c.Cluster.SnapshotInterval.Duration, minSnapEvery, maxSnapEvery)
 		}},
 	}
 }

@@ -202,6 +202,8 @@ func TestEveryKeyFromEveryLayer(t *testing.T) {
 		"cluster.replication_factor": {"5", `5`, func(c *Config) bool { return c.Cluster.ReplicationFactor == 5 }},
 		"cluster.hold_timeout":       {"30s", `"30s"`, func(c *Config) bool { return c.Cluster.HoldTimeout.Duration == 30*time.Second }},
 		"cluster.dead_grace":         {"1h", `"1h"`, func(c *Config) bool { return c.Cluster.DeadGrace.Duration == time.Hour }},
+		"cluster.snapshot_entries":   {"64", `64`, func(c *Config) bool { return c.Cluster.SnapshotEntries == 64 }},
+		"cluster.snapshot_interval":  {"1s", `"1s"`, func(c *Config) bool { return c.Cluster.SnapshotInterval.Duration == time.Second }},
 	}
 	flagFor := map[string]string{}
 	for _, b := range flagBindings() {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -174,15 +175,25 @@ func (d *dcHarness) leader(live ...int) int {
 	return idx
 }
 
-// voters is the data group's voters as node i reports them.
-func (d *dcHarness) voters(i int) ([]string, error) {
-	st, err := d.status(i)
-	if err != nil {
-		return nil, err
+// voters is the data group's voters as its leader reports them (a node
+// removed from the group no longer hears of changes: its own view is
+// stale).
+func (d *dcHarness) voters() ([]string, error) {
+	for i, n := range d.nodes {
+		select {
+		case <-n.done:
+			continue // not running
+		default:
+		}
+		st, err := d.status(i)
+		if err != nil || st.Self.Group.State != "Leader" {
+			continue
+		}
+		v := slices.Clone(st.Self.Group.Voters)
+		slices.Sort(v)
+		return v, nil
 	}
-	v := slices.Clone(st.Self.Group.Voters)
-	slices.Sort(v)
-	return v, nil
+	return nil, errors.New("no node leads the data group")
 }
 
 // TestClusterFormsAndChats forms a 3-node DC with --bootstrap-expect 3.
@@ -291,4 +302,131 @@ func targetVoters(ids []string, rf int) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// sendN has A (on node from) send texts loadText(first..first+n-1) to B.
+func sendN(t *testing.T, from *node, sessA, phoneB string, first, n int) {
+	t.Helper()
+	a := newClient(t, from, mtclient.Intermediate, sessA)
+	if err := runClient(a, func(ctx context.Context) error {
+		toB, err := importPhone(ctx, a.API(), phoneB)
+		if err != nil {
+			return err
+		}
+		for i := first; i < first+n; i++ {
+			if _, err := a.API().MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{
+				Peer: toB, Message: loadText(i), RandomID: int64(7000 + i),
+			}); err != nil {
+				return fmt.Errorf("send %d: %w", i, err)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkBox has B (on node at) read the chat and find loadText(0..total-1),
+// each once, in order.
+func checkBox(t *testing.T, at *node, sessB string, total int) {
+	t.Helper()
+	bc := newClient(t, at, mtclient.Intermediate, sessB)
+	if err := runClient(bc, func(ctx context.Context) error {
+		h, err := history(ctx, bc.API(), nil)
+		if err != nil {
+			return err
+		}
+		if len(h) != total {
+			return fmt.Errorf("B's history on %s has %d messages, want %d", at.NodeID, len(h), total)
+		}
+		for k, id := range sortedIDs(h) {
+			if h[id] != loadText(k) {
+				return fmt.Errorf("B's message %d on %s is %q, want %q", id, at.NodeID, h[id], loadText(k))
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestClusterGrowsAndShrinks adds a 4th and a 5th node to a 3-node DC.
+// Placement then wants the data group's voters on n2, n4 and n5: the
+// autopilot stages the new nodes, which are seeded by snapshot (the test
+// keeps only 64 log entries), promotes them and removes n1 and n3. The new
+// nodes serve clients. Then n5 leaves with mtnode leave: its replica moves
+// back to n3 before it goes, and nothing is lost.
+func TestClusterGrowsAndShrinks(t *testing.T) {
+	t.Parallel()
+	d := newDC(t, "snapshot_entries = 64\nsnapshot_interval = \"1s\"\n")
+	d.form(3)
+	sessions := t.TempDir()
+	sessA, sessB := filepath.Join(sessions, "a.json"), filepath.Join(sessions, "b.json")
+	signUp(t, d.nodes[0], sessA, "9996610401")
+	b := signUp(t, d.nodes[1], sessB, "9996610402")
+	sendN(t, d.nodes[0], sessA, b.Phone, 0, 150)
+	// Wait for the replicas' snapshots, which truncate their logs: a new
+	// replica can then only be seeded by a snapshot.
+	waitFor(t, 30*time.Second, func() error {
+		for _, n := range d.nodes {
+			m, err := scrape(n)
+			if err != nil {
+				return err
+			}
+			if v, _ := m.get("mtnode_raft_snapshot_bytes", nil); v == 0 {
+				return fmt.Errorf("%s has no snapshot yet", n.NodeID)
+			}
+		}
+		return nil
+	})
+
+	d.join()
+	d.join()
+	ids := []string{"n1", "n2", "n3", "n4", "n5"}
+	want := targetVoters(ids, 3)
+	waitFor(t, 90*time.Second, func() error {
+		v, err := d.voters()
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(v, want) {
+			return fmt.Errorf("voters %v, want %v", v, want)
+		}
+		return nil
+	})
+	for _, i := range []int{3, 4} {
+		if !strings.Contains(d.nodes[i].out.String(), "Installed remote snapshot") {
+			t.Errorf("%s did not install a snapshot", d.id(i))
+		}
+	}
+	sendN(t, d.nodes[3], sessA, b.Phone, 150, 20)
+	checkBox(t, d.nodes[4], sessB, 170)
+
+	// n5 leaves gracefully; its replica goes back to n3 first.
+	leaving := 4
+	r := runCmd(t, 3*time.Minute, "leave", "--http", d.nodes[leaving].HTTPAddr)
+	if r.code != 0 {
+		t.Fatalf("mtnode leave: %s", r)
+	}
+	select {
+	case <-d.nodes[leaving].done:
+		if !d.nodes[leaving].state.Success() {
+			t.Fatalf("left node exited with %s", d.nodes[leaving].exitString())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("left node did not exit")
+	}
+	want = targetVoters(ids[:4], 3)
+	waitFor(t, 90*time.Second, func() error {
+		v, err := d.voters()
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(v, want) {
+			return fmt.Errorf("voters %v, want %v after n5 left", v, want)
+		}
+		return nil
+	})
+	sendN(t, d.nodes[0], sessA, b.Phone, 170, 10)
+	checkBox(t, d.nodes[2], sessB, 180)
 }

@@ -102,7 +102,12 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 		Logger:  replication.NewHCLogger(log.With("component", "raft-transport")),
 	})
 	c.rep = messaging.NewReplicated(notify)
+	rc := replication.DefaultRaftConfig()
+	rc.SnapshotThreshold = uint64(cfg.Cluster.SnapshotEntries)
+	rc.TrailingLogs = uint64(cfg.Cluster.SnapshotEntries)
+	rc.SnapshotInterval = cfg.Cluster.SnapshotInterval.Duration
 	if c.group, err = replication.NewGroup(replication.Config{
+		Raft:         rc,
 		Shard:        dataGroup,
 		ID:           raft.ServerID(c.id),
 		DB:           db,

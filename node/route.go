@@ -101,6 +101,7 @@ func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, 
 	defer cancel()
 	body := slices.Clone(call.Body.Buf)
 	var fwd []byte
+	var next raft.ServerAddress // the leader a peer just named
 	result := "ok"
 	defer func() { r.c.metrics.forwardSeconds.Observe(time.Since(start).Seconds()) }()
 	for attempt := 0; ; attempt++ {
@@ -111,7 +112,8 @@ func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, 
 			if !errors.Is(err, messaging.ErrUnavailable) {
 				return res, err
 			}
-		} else if addr := r.leader(ctx); addr != "" {
+		} else if addr := cmpOr(next, r.leader(ctx)); addr != "" {
+			next = ""
 			if fwd == nil {
 				fwd = encodeCall(call, body)
 			}
@@ -128,6 +130,10 @@ func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, 
 			var nl errNotLeader
 			if errors.As(err, &nl) {
 				r.setHint(nl.hint)
+				if nl.hint != addr {
+					next = nl.hint
+					continue // straight to the leader it named
+				}
 			} else {
 				r.c.log.Debug("forward failed", "leader", string(addr), "err", err)
 				r.setHint("")
@@ -139,6 +145,13 @@ func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, 
 			return nil, errCallFailed
 		}
 	}
+}
+
+func cmpOr(a, b raft.ServerAddress) raft.ServerAddress {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func backoff(attempt int) time.Duration {
@@ -167,9 +180,10 @@ func encodeCall(call *protocol.Call, body []byte) []byte {
 }
 
 // leader returns the data group's leader address: raft's own view on a
-// replica, else one learned from peers.
+// voter or staged replica, else one learned from peers (a node with no
+// replica, or one removed from the group, hears nothing from raft).
 func (r *router) leader(ctx context.Context) raft.ServerAddress {
-	if addr, id := r.c.group.Leader(); id != "" {
+	if addr, id := r.c.group.Leader(); id != "" && r.c.inGroup() {
 		return addr
 	}
 	r.hintMu.Lock()
@@ -178,7 +192,8 @@ func (r *router) leader(ctx context.Context) raft.ServerAddress {
 	if hint != "" || fresh {
 		return hint
 	}
-	// Not a replica (or no leader yet): ask the members.
+	// Ask the members; the one that leads says so.
+	var found raft.ServerAddress
 	for _, m := range r.c.dcMembers() {
 		if m.ID == r.c.id {
 			continue
@@ -186,13 +201,29 @@ func (r *router) leader(ctx context.Context) raft.ServerAddress {
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
 		st, err := r.statusAt(sctx, m.ID, m.Addr)
 		cancel()
-		if err == nil && st.Group.Leader != "" {
-			r.setHint(raft.ServerAddress(st.Group.LeaderAddr))
-			return raft.ServerAddress(st.Group.LeaderAddr)
+		if err != nil {
+			continue
+		}
+		if st.Group.State == raft.Leader.String() {
+			found = raft.ServerAddress(st.Group.LeaderAddr)
+			break
+		}
+		if found == "" && st.Group.LeaderAddr != "" {
+			found = raft.ServerAddress(st.Group.LeaderAddr)
 		}
 	}
-	r.setHint("")
-	return ""
+	r.setHint(found)
+	return found
+}
+
+// inGroup reports whether this node is in the data group's configuration.
+func (c *clusterNode) inGroup() bool {
+	for _, s := range c.configuration() {
+		if cluster.NodeID(s.ID) == c.id {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *router) setHint(a raft.ServerAddress) {
@@ -402,8 +433,10 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 // ctx ends.
 func (r *router) toLeader(ctx context.Context, req []byte) (byte, []byte, error) {
 	var lastErr error = errors.New("no leader")
+	var next raft.ServerAddress
 	for attempt := 0; ; attempt++ {
-		if addr := r.leader(ctx); addr != "" {
+		if addr := cmpOr(next, r.leader(ctx)); addr != "" {
+			next = ""
 			actx, cancel := r.attemptCtx(ctx, addr)
 			st, body, err := r.request(actx, addr, req)
 			cancel()
@@ -413,6 +446,9 @@ func (r *router) toLeader(ctx context.Context, req []byte) (byte, []byte, error)
 			if err == nil {
 				r.setHint(raft.ServerAddress(body))
 				err = errNotLeader{hint: raft.ServerAddress(body)}
+				if raft.ServerAddress(body) != addr {
+					next = raft.ServerAddress(body)
+				}
 			} else {
 				r.setHint("")
 			}
