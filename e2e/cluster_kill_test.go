@@ -223,7 +223,7 @@ func TestClusterSurvivesKills(t *testing.T) {
 		n.kill()
 	}
 	for i := range d.nodes {
-		d.nodes[i] = launchNode(t, d.dirs[i], d.args(i)...)
+		d.nodes[i] = d.launch(i)
 	}
 	for _, n := range d.nodes {
 		n.waitServing(clusterStart)

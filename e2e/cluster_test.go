@@ -30,6 +30,7 @@ type dcHarness struct {
 	t       *testing.T
 	secrets string
 	config  string
+	wrap    [][]string // per node: command prefix (network namespace)
 	dirs    []string
 	mesh    []string
 	client  []string
@@ -66,21 +67,31 @@ func newDC(t *testing.T, toml string) *dcHarness {
 		t.Fatalf("mtnode keygen: %s", r)
 	}
 	d.config = filepath.Join(t.TempDir(), "mtnode.toml")
-	doc := fmt.Sprintf("[cluster]\nsecrets_dir = %q\n%s", d.secrets, toml)
+	doc := fmt.Sprintf("[auth]\ntest_numbers = \"on\"\n[cluster]\nsecrets_dir = %q\n%s", d.secrets, toml)
 	if err := os.WriteFile(d.config, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return d
 }
 
-// add allocates node i's directory and ports.
+// add allocates node i's directory and loopback ports.
 func (d *dcHarness) add() int {
+	return d.addAt(nil, freeAddr(d.t, "udp"), freeAddr(d.t, "tcp"), freeAddr(d.t, "tcp"))
+}
+
+// addAt allocates node i with the given addresses, run under wrap.
+func (d *dcHarness) addAt(wrap []string, mesh, client, http string) int {
+	d.wrap = append(d.wrap, wrap)
 	d.dirs = append(d.dirs, d.t.TempDir())
-	d.mesh = append(d.mesh, freeAddr(d.t, "udp"))
-	d.client = append(d.client, freeAddr(d.t, "tcp"))
-	d.http = append(d.http, freeAddr(d.t, "tcp"))
+	d.mesh = append(d.mesh, mesh)
+	d.client = append(d.client, client)
+	d.http = append(d.http, http)
 	d.nodes = append(d.nodes, nil)
 	return len(d.dirs) - 1
+}
+
+func (d *dcHarness) launch(i int, extra ...string) *node {
+	return launchNodeIn(d.t, d.wrap[i], d.dirs[i], d.args(i, extra...)...)
 }
 
 func (d *dcHarness) id(i int) string { return fmt.Sprintf("n%d", i+1) }
@@ -96,16 +107,17 @@ func (d *dcHarness) args(i int, extra ...string) []string {
 }
 
 // form starts n fresh nodes with --bootstrap-expect n, each told to join
-// all the others, and waits until all serve.
+// all the others, and waits until all serve. Nodes not allocated yet get
+// loopback addresses.
 func (d *dcHarness) form(n int) {
 	d.t.Helper()
-	for range n {
+	for len(d.dirs) < n {
 		d.add()
 	}
 	for i := range n {
-		d.nodes[i] = launchNode(d.t, d.dirs[i], d.args(i,
+		d.nodes[i] = d.launch(i,
 			"--bootstrap-expect", fmt.Sprint(n),
-			"--join", strings.Join(d.mesh[:n], ","))...)
+			"--join", strings.Join(d.mesh[:n], ","))
 	}
 	for i := range n {
 		d.nodes[i].waitServing(clusterStart)
@@ -116,7 +128,7 @@ func (d *dcHarness) form(n int) {
 func (d *dcHarness) join() int {
 	d.t.Helper()
 	i := d.add()
-	d.nodes[i] = launchNode(d.t, d.dirs[i], d.args(i, "--join", d.mesh[0])...)
+	d.nodes[i] = d.launch(i, "--join", d.mesh[0])
 	d.nodes[i].waitServing(clusterStart)
 	return i
 }
@@ -125,7 +137,7 @@ func (d *dcHarness) join() int {
 // it finds its peers in its own raft state.
 func (d *dcHarness) restart(i int) {
 	d.t.Helper()
-	d.nodes[i] = launchNode(d.t, d.dirs[i], d.args(i)...)
+	d.nodes[i] = d.launch(i)
 	d.nodes[i].waitServing(clusterStart)
 }
 

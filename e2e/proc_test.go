@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -87,6 +88,13 @@ func startNode(t *testing.T, dir string, extra ...string) *node {
 // only once enough of them are up, so they are launched together.
 func launchNode(t *testing.T, dir string, extra ...string) *node {
 	t.Helper()
+	return launchNodeIn(t, nil, dir, extra...)
+}
+
+// launchNodeIn is launchNode with the command prefixed by wrap (for
+// example "ip netns exec NS" to run the node in a network namespace).
+func launchNodeIn(t *testing.T, wrap []string, dir string, extra ...string) *node {
+	t.Helper()
 	args := append([]string{"run",
 		"--data-dir", dir,
 		"--client-addr", "127.0.0.1:0",
@@ -94,7 +102,8 @@ func launchNode(t *testing.T, dir string, extra ...string) *node {
 		"--log-format", "json",
 	}, extra...)
 	n := &node{t: t, dir: dir, out: &syncBuffer{}, done: make(chan struct{}), serving: make(chan servingLine, 1)}
-	n.cmd = exec.Command(binary, args...)
+	argv := append(append(slices.Clone(wrap), binary), args...)
+	n.cmd = exec.Command(argv[0], argv[1:]...)
 	n.cmd.Env = cleanEnv()
 	n.cmd.Stdout = n.out
 	stderr, err := n.cmd.StderrPipe()

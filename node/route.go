@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gotd/td/bin"
+	"github.com/gotd/td/tg"
 	"github.com/gotd/td/tgerr"
 	"github.com/hashicorp/raft"
 
@@ -94,8 +95,19 @@ func newRouter(c *clusterNode) *router {
 // errCallFailed is what a client gets when no leader answered in time.
 var errCallFailed = tgerr.New(500, "RPC_CALL_FAIL")
 
+// localMethods need no state and describe the node the client is talking
+// to (its own address in help.getConfig), so every node answers them
+// itself, even when cut off from the leader.
+var localMethods = map[uint32]bool{
+	tg.HelpGetConfigRequestTypeID:    true,
+	tg.HelpGetNearestDCRequestTypeID: true,
+}
+
 // Handle implements protocol.Handler.
 func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, error) {
+	if id, err := call.Body.PeekID(); err == nil && localMethods[id] {
+		return r.local.Handle(ctx, call)
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, r.c.cfg.Cluster.HoldTimeout.Duration)
 	defer cancel()

@@ -1,0 +1,111 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gotd/td/tg"
+	"github.com/gotd/td/tgerr"
+
+	"github.com/mtnode/mtnode/internal/mtclient"
+)
+
+// TestClusterPartition runs a 3-node DC in network namespaces and cuts
+// the leader off from the other two (its clients still reach it). The cut
+// off node accepts no write: a send through it fails and changes nothing.
+// The majority elects a new leader and carries on. On healing, the cut
+// off node catches up, and the send retried with its random_id through it
+// lands exactly once.
+func TestClusterPartition(t *testing.T) {
+	t.Parallel()
+	lab := newNetLab(t, 3)
+	d := newDC(t, "hold_timeout = \"3s\"\n")
+	for i := range 3 {
+		ip := lab.nodeIP(i)
+		d.addAt(lab.wrap(i), ip+":7946", ip+":4430", ip+":8080")
+	}
+	d.form(3)
+	sessions := t.TempDir()
+	sessA, sessB := filepath.Join(sessions, "a.json"), filepath.Join(sessions, "b.json")
+	lead := d.leader()
+	major := (lead + 1) % 3
+	signUp(t, d.nodes[lead], sessA, "9996610501")
+	b := signUp(t, d.nodes[major], sessB, "9996610502")
+	sendN(t, d.nodes[major], sessA, b.Phone, 0, 5)
+
+	lab.cut(lead)
+	t.Logf("cut off %s, the leader", d.id(lead))
+
+	// Through the cut off node, a write fails with a clear error.
+	const cutRID = 99001
+	a := newClient(t, d.nodes[lead], mtclient.Intermediate, sessA)
+	if err := runClient(a, func(ctx context.Context) error {
+		_, err := importPhone(ctx, a.API(), b.Phone)
+		if !tgerr.Is(err, "RPC_CALL_FAIL") {
+			return fmt.Errorf("contacts.importContacts on the cut off node: %v, want RPC_CALL_FAIL", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The majority elects a leader and serves writes.
+	newLead := d.leader(major, (lead+2)%3)
+	t.Logf("majority leader %s", d.id(newLead))
+	sendN(t, d.nodes[major], sessA, b.Phone, 5, 10)
+
+	// A send through the cut off node, with a known peer: not applied.
+	var peer tg.InputPeerClass
+	am := newClient(t, d.nodes[major], mtclient.Intermediate, sessA)
+	if err := runClient(am, func(ctx context.Context) (err error) {
+		peer, err = importPhone(ctx, am.API(), b.Phone)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a = newClient(t, d.nodes[lead], mtclient.Intermediate, sessA)
+	if err := runClient(a, func(ctx context.Context) error {
+		_, err := a.API().MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{
+			Peer: peer, Message: loadText(15), RandomID: cutRID,
+		})
+		if err == nil {
+			return fmt.Errorf("a send through the cut off node was acknowledged")
+		}
+		if !tgerr.Is(err, "RPC_CALL_FAIL") {
+			return fmt.Errorf("send through the cut off node: %v, want RPC_CALL_FAIL", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	checkBox(t, d.nodes[major], sessB, 15)
+
+	lab.heal(lead)
+	t.Logf("healed %s", d.id(lead))
+	waitFor(t, 30*time.Second, func() error {
+		st, err := d.status(lead)
+		if err != nil {
+			return err
+		}
+		ls, err := d.status(newLead)
+		if err != nil {
+			return err
+		}
+		if st.Self.Group.AppliedIndex < ls.Self.Group.CommitIndex {
+			return fmt.Errorf("%s applied %d, leader committed %d", d.id(lead), st.Self.Group.AppliedIndex, ls.Self.Group.CommitIndex)
+		}
+		return nil
+	})
+	a = newClient(t, d.nodes[lead], mtclient.Intermediate, sessA)
+	if err := runClient(a, func(ctx context.Context) error {
+		_, err := a.API().MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{
+			Peer: peer, Message: loadText(15), RandomID: cutRID,
+		})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	checkBox(t, d.nodes[lead], sessB, 16)
+}
