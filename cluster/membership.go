@@ -170,8 +170,10 @@ type MembershipConfig struct {
 // DefaultDeadNodeReclaimTime is how long after a node is declared failed
 // or left that its ID may come back from another address. Node IDs are
 // stable across address changes; memberlist's default (never) would lock
-// a node moved to a new address out for good.
-const DefaultDeadNodeReclaimTime = 30 * time.Second
+// a node moved to a new address out for good. It can be short because a
+// name is not a claim anyone can make: the mesh admits a node only with a
+// certificate for its ID, so a name at a new address is the same node.
+const DefaultDeadNodeReclaimTime = 2 * time.Second
 
 // Membership is this node's view of the data center's members.
 type Membership struct {
@@ -318,6 +320,17 @@ func (ms *Membership) Leave(timeout time.Duration) error {
 	}
 	if err := ms.list.Leave(timeout - timeout/2); err != nil {
 		return fmt.Errorf("leave: %w", err)
+	}
+	return nil
+}
+
+// Depart tells the others this node is stopping, without asking placement
+// to move its replicas away (a restart is expected): they see it as left
+// at once rather than suspect it for seconds, and it may come back, even
+// from a new address, right after. Close afterwards.
+func (ms *Membership) Depart(timeout time.Duration) error {
+	if err := ms.list.Leave(timeout); err != nil {
+		return fmt.Errorf("depart: %w", err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -441,4 +442,65 @@ func TestClusterGrowsAndShrinks(t *testing.T) {
 	})
 	sendN(t, d.nodes[0], sessA, b.Phone, 170, 10)
 	checkBox(t, d.nodes[2], sessB, 180)
+}
+
+// TestClusterNodeMovesAddress restarts a follower on a new mesh address.
+// Its node ID is stored in its data directory, so it is the same member:
+// the leader rewrites its raft address, and the DC keeps three voters and
+// serves through the moved node.
+func TestClusterNodeMovesAddress(t *testing.T) {
+	t.Parallel()
+	d := newDC(t, "")
+	d.form(3)
+	moved := (d.leader() + 1) % 3
+	d.nodes[moved].stop(syscall.SIGTERM, 20*time.Second)
+	d.mesh[moved] = freeAddr(t, "udp")
+	d.nodes[moved] = d.launch(moved, "--join", d.mesh[(moved+1)%3])
+	d.nodes[moved].waitServing(clusterStart)
+	want := cluster.RaftAddress(cluster.NodeID(d.id(moved)), d.mesh[moved])
+	waitFor(t, 30*time.Second, func() error {
+		ls, err := d.statusFull(d.leader())
+		if err != nil {
+			return err
+		}
+		for _, m := range ls.Members {
+			if m.ID == d.id(moved) && m.MeshAddr != d.mesh[moved] {
+				return fmt.Errorf("gossip has %s at %s", m.ID, m.MeshAddr)
+			}
+		}
+		return nil
+	})
+	sessions := t.TempDir()
+	sessA, sessB := filepath.Join(sessions, "a.json"), filepath.Join(sessions, "b.json")
+	signUp(t, d.nodes[moved], sessA, "9996610601")
+	b := signUp(t, d.nodes[(moved+1)%3], sessB, "9996610602")
+	sendN(t, d.nodes[moved], sessA, b.Phone, 0, 5)
+	checkBox(t, d.nodes[moved], sessB, 5)
+	waitFor(t, 30*time.Second, func() error {
+		l := d.leader()
+		if !strings.Contains(d.nodes[l].out.String(), string(want)) {
+			return fmt.Errorf("leader %s has not rewritten the address to %s", d.id(l), want)
+		}
+		v, err := d.voters()
+		if err != nil {
+			return err
+		}
+		if len(v) != 3 {
+			return fmt.Errorf("voters %v", v)
+		}
+		return nil
+	})
+}
+
+// statusFull reads node i's /cluster/status with every member.
+func (d *dcHarness) statusFull(i int) (mtnode.ClusterStatus, error) {
+	var st mtnode.ClusterStatus
+	code, body, err := httpGet(d.nodes[i], "/cluster/status")
+	if err != nil {
+		return st, err
+	}
+	if code != 200 {
+		return st, fmt.Errorf("/cluster/status: %d %s", code, body)
+	}
+	return st, json.Unmarshal([]byte(body), &st)
 }

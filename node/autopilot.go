@@ -67,13 +67,41 @@ func (c *clusterNode) autopilotStep(ctx context.Context) {
 		down[k] = v
 	}
 	c.mu.Unlock()
-	steps := cluster.Plan(c.currentMap(), live, c.cfg.Cluster.ReplicationFactor, time.Now(), down, c.cfg.Cluster.DeadGrace.Duration)
 	addr := map[cluster.NodeID]string{}
 	for _, m := range live {
 		addr[m.ID] = m.Addr
 	}
+	c.followAddresses(addr)
+	steps := cluster.Plan(c.currentMap(), live, c.cfg.Cluster.ReplicationFactor, time.Now(), down, c.cfg.Cluster.DeadGrace.Duration)
 	for _, st := range steps {
 		c.execute(ctx, st, addr)
+	}
+}
+
+// followAddresses rewrites the raft address of a replica whose node now
+// gossips another mesh address (it restarted elsewhere): node IDs are
+// stable, addresses are not. raft's AddVoter/AddNonvoter on an existing ID
+// only changes its address.
+func (c *clusterNode) followAddresses(addr map[cluster.NodeID]string) {
+	r := c.group.Raft()
+	for _, s := range c.configuration() {
+		id := cluster.NodeID(s.ID)
+		now, ok := addr[id]
+		if !ok || id == c.id || s.Address == cluster.RaftAddress(id, now) {
+			continue
+		}
+		na := cluster.RaftAddress(id, now)
+		var err error
+		if s.Suffrage == raft.Voter {
+			err = r.AddVoter(s.ID, na, 0, 10*time.Second).Error()
+		} else {
+			err = r.AddNonvoter(s.ID, na, 0, 10*time.Second).Error()
+		}
+		if err != nil {
+			c.log.Warn("update replica address", "node", string(id), "addr", now, "err", err)
+			continue
+		}
+		c.log.Info("replica moved", "node", string(id), "from", string(s.Address), "to", string(na))
 	}
 }
 

@@ -186,10 +186,10 @@ func nodeCert(dir string, id cluster.NodeID, ca *cluster.CA) (cert tls.Certifica
 }
 
 // run starts talking to the data center: serving the mesh, joining
-// members, bootstrapping and the autopilot. It returns at once.
-func (c *clusterNode) run(ctx context.Context) {
-	context.AfterFunc(ctx, c.stop)
-	ctx = c.ctx
+// members, bootstrapping and the autopilot. It returns at once; close
+// stops it all (after telling the others, which needs the mesh running).
+func (c *clusterNode) run() {
+	ctx := c.ctx
 	c.spawn(func() {
 		if err := c.mesh.Run(ctx); err != nil && ctx.Err() == nil {
 			c.log.Error("mesh stopped", "err", err)
@@ -424,6 +424,14 @@ func (c *clusterNode) localSecrets() (map[string][]byte, bool) {
 // close stops everything cluster-side. A plain shutdown does not leave the
 // data center: a restarting node keeps its replicas.
 func (c *clusterNode) close() {
+	if c.members != nil {
+		// A graceful stop says so, while the mesh still runs: the others
+		// need not wait for failure detection, and a restart from a new
+		// address is accepted at once.
+		if err := c.members.Depart(time.Second); err != nil {
+			c.log.Debug("depart", "err", err)
+		}
+	}
 	if c.stop != nil {
 		c.stop()
 	}

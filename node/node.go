@@ -276,7 +276,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	if n.cl != nil {
-		n.cl.run(ctx)
+		n.cl.run()
 		if err := n.buildClustered(ctx); err != nil {
 			n.Close()
 			if ctx.Err() != nil {
