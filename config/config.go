@@ -143,6 +143,10 @@ type Cluster struct {
 	BootstrapExpect int `toml:"bootstrap_expect"`
 	// ReplicationFactor is the number of raft voters per group.
 	ReplicationFactor int `toml:"replication_factor"`
+	// Shards is the number of shard groups of a new data center, fixed when
+	// it is formed: every node must be started with the value the DC was
+	// made with.
+	Shards int `toml:"shards"`
 	// HoldTimeout bounds how long a call waits for a leader (across
 	// elections and leader changes) before the client gets an error.
 	HoldTimeout Duration `toml:"hold_timeout"`
@@ -293,6 +297,7 @@ func Default() Config {
 		Cluster: Cluster{
 			MeshAddr:          "127.0.0.1:7946",
 			ReplicationFactor: 3,
+			Shards:            16,
 			HoldTimeout:       Duration{10 * time.Second},
 			DeadGrace:         Duration{2 * time.Minute},
 			SnapshotEntries:   16384,
@@ -315,6 +320,7 @@ const (
 	testNumbersNames               = "auto, on, off"
 	codeSenderNames                = "log, webhook"
 	minRF, maxRF                   = 1, 7
+	minShards, maxShards           = 1, 1024
 	maxBootstrapExpect             = 64
 	minHold, maxHold               = 100 * time.Millisecond, 5 * time.Minute
 	minGrace, maxGrace             = time.Second, 7 * 24 * time.Hour
@@ -488,6 +494,9 @@ func fields() []field {
 		}},
 		{"cluster.replication_factor", func(c *Config) any { return &c.Cluster.ReplicationFactor }, func(c *Config) string {
 			return checkIntRange(c.Cluster.ReplicationFactor, minRF, maxRF)
+		}},
+		{"cluster.shards", func(c *Config) any { return &c.Cluster.Shards }, func(c *Config) string {
+			return checkIntRange(c.Cluster.Shards, minShards, maxShards)
 		}},
 		{"cluster.hold_timeout", func(c *Config) any { return &c.Cluster.HoldTimeout }, func(c *Config) string {
 			return checkDurationRange(c.Cluster.HoldTimeout.Duration, minHold, maxHold)

@@ -200,6 +200,7 @@ func TestEveryKeyFromEveryLayer(t *testing.T) {
 		"cluster.retry_join":         {"", `""`, func(c *Config) bool { return c.Cluster.RetryJoin == "" }},
 		"cluster.bootstrap_expect":   {"0", `0`, func(c *Config) bool { return c.Cluster.BootstrapExpect == 0 }},
 		"cluster.replication_factor": {"5", `5`, func(c *Config) bool { return c.Cluster.ReplicationFactor == 5 }},
+		"cluster.shards":             {"64", `64`, func(c *Config) bool { return c.Cluster.Shards == 64 }},
 		"cluster.hold_timeout":       {"30s", `"30s"`, func(c *Config) bool { return c.Cluster.HoldTimeout.Duration == 30*time.Second }},
 		"cluster.dead_grace":         {"1h", `"1h"`, func(c *Config) bool { return c.Cluster.DeadGrace.Duration == time.Hour }},
 		"cluster.snapshot_entries":   {"64", `64`, func(c *Config) bool { return c.Cluster.SnapshotEntries == 64 }},

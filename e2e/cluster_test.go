@@ -285,6 +285,35 @@ func TestClusterFormsAndChats(t *testing.T) {
 	if r := runCmd(t, 20*time.Second, "status", "--http", n1.HTTPAddr); r.code != 0 || !strings.Contains(r.stdout, "leader") {
 		t.Fatalf("mtnode status: %s", r)
 	}
+
+	// Leadership of the DC's groups (the data group and 16 auth key
+	// shards) spreads: the autopilot hands each group to its preferred
+	// leader, which cluster.Place balances.
+	var ms []cluster.Member
+	for i := range d.nodes {
+		ms = append(ms, cluster.Member{ID: cluster.NodeID(d.id(i))})
+	}
+	want := make([]int, len(d.nodes))
+	for _, sh := range cluster.Place(17, ms, 3).Shards {
+		want[int(sh.Leader[1]-'1')]++
+	}
+	waitFor(t, 90*time.Second, func() error {
+		var leads []int
+		for i := range d.nodes {
+			st, err := d.status(i)
+			if err != nil {
+				return err
+			}
+			if len(st.Self.Groups) != 17 {
+				return fmt.Errorf("%s has %d groups, want 17", d.id(i), len(st.Self.Groups))
+			}
+			leads = append(leads, st.Self.Leads)
+		}
+		if !slices.Equal(leads, want) {
+			return fmt.Errorf("groups led per node: %v, placement prefers %v", leads, want)
+		}
+		return nil
+	})
 }
 
 // inOrder checks that message ids order the texts as they were sent.

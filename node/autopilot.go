@@ -2,12 +2,14 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/mtnode/mtnode/cluster"
+	"github.com/mtnode/mtnode/replication"
 )
 
 // maxPromoteLag is how many entries behind the leader a staged replica may
@@ -15,21 +17,39 @@ import (
 // the group a voter that cannot help commit for a while.
 const maxPromoteLag = 256
 
-// transferSettle is how long a node leads before the autopilot hands
-// leadership to the preferred leader.
+// transferSettle is how long a node leads a group before the autopilot
+// hands its leadership to the preferred leader.
 const transferSettle = 10 * time.Second
 
-// leaderSince is when this node last became the data group's leader.
-func (c *clusterNode) leaderSince() time.Time {
+// leaderSince is since when this node leads group g, as the autopilot saw
+// it (now, the first time it sees it).
+func (c *clusterNode) leaderSince(g replication.ShardID) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.ledSince
+	return c.ledSince[g]
 }
 
-// autopilot runs on every node and acts where the node leads the data
-// group: it moves the group's configuration toward cluster.Place's target
-// one step at a time (cluster.Plan), so replicas follow members that join,
-// leave or die.
+// noteLeadership records which groups this node leads now, and since when.
+func (c *clusterNode) noteLeadership() {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for g, grp := range c.groups {
+		sh := replication.ShardID(g)
+		_, had := c.ledSince[sh]
+		switch lead := grp.IsLeader(); {
+		case lead && !had:
+			c.ledSince[sh] = now
+		case !lead && had:
+			delete(c.ledSince, sh)
+		}
+	}
+}
+
+// autopilot runs on every node and acts on the groups the node leads: it
+// moves each one's configuration toward cluster.Place's target one step at
+// a time (cluster.Plan), so replicas follow members that join, leave or
+// die, and leadership spreads over the nodes.
 func (c *clusterNode) autopilot(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -39,27 +59,42 @@ func (c *clusterNode) autopilot(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if c.group.IsLeader() {
-			c.autopilotStep(ctx)
-		}
+		c.autopilotStep(ctx)
 	}
 }
 
-// currentMap is the data group's configuration as a one-shard map, with
-// this node as its leader.
+// currentMap is the configuration of every group this node leads (with
+// this node as leader); the groups led elsewhere are left empty, which
+// Plan leaves alone: their leaders plan for them.
 func (c *clusterNode) currentMap() cluster.Map {
-	sh := cluster.Shard{Leader: c.id}
-	for _, s := range c.configuration() {
-		if s.Suffrage == raft.Voter {
-			sh.Voters = append(sh.Voters, cluster.NodeID(s.ID))
-		} else {
-			sh.NonVoters = append(sh.NonVoters, cluster.NodeID(s.ID))
+	m := cluster.Map{Shards: make([]cluster.Shard, len(c.groups))}
+	for g, grp := range c.groups {
+		if !grp.IsLeader() {
+			continue
 		}
+		sh := cluster.Shard{Leader: c.id}
+		for _, s := range c.configurationOf(replication.ShardID(g)) {
+			if s.Suffrage == raft.Voter {
+				sh.Voters = append(sh.Voters, cluster.NodeID(s.ID))
+			} else {
+				sh.NonVoters = append(sh.NonVoters, cluster.NodeID(s.ID))
+			}
+		}
+		m.Shards[g] = sh
 	}
-	return cluster.Map{Shards: []cluster.Shard{sh}}
+	return m
 }
 
 func (c *clusterNode) autopilotStep(ctx context.Context) {
+	c.noteLeadership()
+	cur := c.currentMap()
+	led := false
+	for _, sh := range cur.Shards {
+		led = led || sh.Leader != ""
+	}
+	if !led {
+		return
+	}
 	live := c.dcMembers()
 	c.mu.Lock()
 	down := make(map[cluster.NodeID]time.Time, len(c.downSince))
@@ -71,8 +106,12 @@ func (c *clusterNode) autopilotStep(ctx context.Context) {
 	for _, m := range live {
 		addr[m.ID] = m.Addr
 	}
-	c.followAddresses(addr)
-	steps := cluster.Plan(c.currentMap(), live, c.cfg.Cluster.ReplicationFactor, time.Now(), down, c.cfg.Cluster.DeadGrace.Duration)
+	for g, sh := range cur.Shards {
+		if sh.Leader != "" {
+			c.followAddresses(replication.ShardID(g), addr)
+		}
+	}
+	steps := cluster.Plan(cur, live, c.cfg.Cluster.ReplicationFactor, time.Now(), down, c.cfg.Cluster.DeadGrace.Duration)
 	for _, st := range steps {
 		c.execute(ctx, st, addr)
 	}
@@ -82,9 +121,9 @@ func (c *clusterNode) autopilotStep(ctx context.Context) {
 // gossips another mesh address (it restarted elsewhere): node IDs are
 // stable, addresses are not. raft's AddVoter/AddNonvoter on an existing ID
 // only changes its address.
-func (c *clusterNode) followAddresses(addr map[cluster.NodeID]string) {
-	r := c.group.Raft()
-	for _, s := range c.configuration() {
+func (c *clusterNode) followAddresses(g replication.ShardID, addr map[cluster.NodeID]string) {
+	r := c.groups[g].Raft()
+	for _, s := range c.configurationOf(g) {
 		id := cluster.NodeID(s.ID)
 		now, ok := addr[id]
 		if !ok || id == c.id || s.Address == cluster.RaftAddress(id, now) {
@@ -106,14 +145,18 @@ func (c *clusterNode) followAddresses(addr map[cluster.NodeID]string) {
 }
 
 func (c *clusterNode) execute(ctx context.Context, st cluster.Step, addr map[cluster.NodeID]string) {
-	r := c.group.Raft()
+	g := replication.ShardID(st.Shard)
+	if !c.groups[g].IsLeader() {
+		return
+	}
+	r := c.groups[g].Raft()
 	id := raft.ServerID(st.Node)
 	var err error
 	switch st.Kind {
 	case cluster.StepAddNonVoter:
 		err = r.AddNonvoter(id, cluster.RaftAddress(st.Node, addr[st.Node]), 0, 10*time.Second).Error()
 	case cluster.StepPromote:
-		lag, lerr := c.lagOf(ctx, st.Node)
+		lag, lerr := c.lagOf(ctx, st.Node, g)
 		if lerr != nil || lag > maxPromoteLag {
 			c.log.Debug("replica not caught up yet", "node", string(st.Node), "lag", lag, "err", lerr)
 			return
@@ -125,10 +168,10 @@ func (c *clusterNode) execute(ctx context.Context, st cluster.Step, addr map[clu
 		// A transfer blocks the group's writes until it ends, so only to a
 		// node that answers and is caught up, and not in the first moments
 		// of a leadership (gossip may still list a dead former leader).
-		if time.Since(c.leaderSince()) < transferSettle {
+		if time.Since(c.leaderSince(g)) < transferSettle {
 			return
 		}
-		lag, lerr := c.lagOf(ctx, st.Node)
+		lag, lerr := c.lagOf(ctx, st.Node, g)
 		if lerr != nil || lag > maxPromoteLag {
 			c.log.Debug("not handing leadership to a lagging node", "node", string(st.Node), "lag", lag, "err", lerr)
 			return
@@ -143,20 +186,23 @@ func (c *clusterNode) execute(ctx context.Context, st cluster.Step, addr map[clu
 	c.log.Info("autopilot step", "step", st.String())
 }
 
-// lagOf asks node how far its replica is behind this leader's applied
-// index.
-func (c *clusterNode) lagOf(ctx context.Context, node cluster.NodeID) (uint64, error) {
+// lagOf asks node how far its replica of group g is behind this leader's
+// applied index.
+func (c *clusterNode) lagOf(ctx context.Context, node cluster.NodeID, g replication.ShardID) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	st, err := c.rt.NodeStatus(ctx, node)
 	if err != nil {
 		return 0, err
 	}
-	mine := c.group.AppliedIndex()
-	if st.Group.AppliedIndex >= mine {
+	if int(g) >= len(st.Groups) {
+		return 0, fmt.Errorf("%s reports %d groups", node, len(st.Groups))
+	}
+	mine, theirs := c.groups[g].AppliedIndex(), st.Groups[g].AppliedIndex
+	if theirs >= mine {
 		return 0, nil
 	}
-	return mine - st.Group.AppliedIndex, nil
+	return mine - theirs, nil
 }
 
 // observe keeps the raft and gossip gauges fresh and counts leader
@@ -164,22 +210,29 @@ func (c *clusterNode) lagOf(ctx context.Context, node cluster.NodeID) (uint64, e
 func (c *clusterNode) observe(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var last raft.ServerID
+	last := make([]raft.ServerID, len(c.groups))
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		_, leader := c.group.Leader()
-		if leader != last && leader != "" {
+		led := 0
+		for g, grp := range c.groups {
+			_, leader := grp.Leader()
+			if grp.IsLeader() {
+				led++
+			}
+			if leader == last[g] || leader == "" {
+				continue
+			}
 			c.metrics.leaderChanges.Inc()
-			c.log.Info("data group leader", "leader", string(leader))
-			last = leader
-			c.mu.Lock()
-			c.ledSince = time.Now()
-			c.mu.Unlock()
+			if g == int(dataGroup) {
+				c.log.Info("data group leader", "leader", string(leader))
+			}
+			last[g] = leader
 		}
+		c.metrics.groupsLed.Set(float64(led))
 		st := c.group.Raft().Stats()
 		commit, _ := strconv.ParseUint(st["commit_index"], 10, 64)
 		applied := c.group.AppliedIndex()

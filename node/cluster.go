@@ -25,9 +25,15 @@ import (
 	"github.com/mtnode/mtnode/storage"
 )
 
-// dataGroup is the raft group that holds the messaging state. Today a data
-// center has one (see DESIGN.md, "One group"); shards split it later.
+// dataGroup is the raft group that holds the messaging state and the DC's
+// secrets. Today a data center has one (see DESIGN.md, "Groups"); the
+// other groups are shards of the auth keys.
 const dataGroup replication.ShardID = 0
+
+// keyShard is the group that holds auth key id.
+func (c *clusterNode) keyShard(id int64) replication.ShardID {
+	return replication.ShardID(1 + int(cluster.ShardOf(id, len(c.groups)-1)))
+}
 
 // clusterNode is the clustered half of a node: identity, mesh, gossip and
 // the raft group its state lives in.
@@ -38,8 +44,12 @@ type clusterNode struct {
 	db      *storage.DB
 	mesh    *cluster.Mesh
 	members *cluster.Membership
-	raftTr  *raft.NetworkTransport
-	group   *replication.Group
+	// groups[g] is shard g's raft group on this node: 0 the data group,
+	// 1..cluster.shards the auth key shards. trs and reps go with them.
+	groups  []*replication.Group
+	trs     []*raft.NetworkTransport
+	reps    []*messaging.Replicated
+	group   *replication.Group // groups[dataGroup]
 	rep     *messaging.Replicated
 	metrics *clusterMetrics
 	rt      *router
@@ -50,7 +60,7 @@ type clusterNode struct {
 	mu        sync.Mutex
 	downSince map[cluster.NodeID]time.Time
 	leaving   bool
-	ledSince  time.Time // when the leader last changed, as observe saw it
+	ledSince  map[replication.ShardID]time.Time // groups this node leads, and since when
 
 	wg   sync.WaitGroup
 	ctx  context.Context // ends when the node stops
@@ -63,6 +73,7 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 	c := &clusterNode{
 		cfg: cfg, log: log.With("component", "cluster"), db: db, metrics: m, notify: notify,
 		clientAddr: clientAddr, downSince: map[cluster.NodeID]time.Time{},
+		ledSince: map[replication.ShardID]time.Time{},
 	}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	defer func() {
@@ -91,32 +102,44 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 	}); err != nil {
 		return nil, fmt.Errorf("cluster.mesh_addr %s: %w", cfg.Cluster.MeshAddr, err)
 	}
-	layer, err := cluster.NewRaftLayers(c.mesh).Layer(uint64(dataGroup))
-	if err != nil {
-		return nil, err
-	}
-	c.raftTr = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  layer,
-		MaxPool: 3,
-		Timeout: 10 * time.Second,
-		Logger:  replication.NewHCLogger(log.With("component", "raft-transport")),
-	})
-	c.rep = messaging.NewReplicated(notify)
+	layers := cluster.NewRaftLayers(c.mesh)
 	rc := replication.DefaultRaftConfig()
 	rc.SnapshotThreshold = uint64(cfg.Cluster.SnapshotEntries)
 	rc.TrailingLogs = uint64(cfg.Cluster.SnapshotEntries)
 	rc.SnapshotInterval = cfg.Cluster.SnapshotInterval.Duration
-	if c.group, err = replication.NewGroup(replication.Config{
-		Raft:         rc,
-		Shard:        dataGroup,
-		ID:           raft.ServerID(c.id),
-		DB:           db,
-		Transport:    c.raftTr,
-		StateMachine: c.rep,
-		Logger:       log,
-	}); err != nil {
-		return nil, err
+	// Group 0 holds the messaging state; groups 1..shards hold the auth
+	// keys, spread by key id.
+	for g := 0; g <= cfg.Cluster.Shards; g++ {
+		rep := messaging.NewReplicated(nil)
+		if g == int(dataGroup) {
+			rep = messaging.NewReplicated(notify)
+		}
+		layer, err := layers.Layer(uint64(g))
+		if err != nil {
+			return nil, err
+		}
+		tr := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:  layer,
+			MaxPool: 3,
+			Timeout: 10 * time.Second,
+			Logger:  replication.NewHCLogger(log.With("component", "raft-transport", "shard", g)),
+		})
+		c.trs = append(c.trs, tr)
+		grp, err := replication.NewGroup(replication.Config{
+			Raft:         rc,
+			Shard:        replication.ShardID(g),
+			ID:           raft.ServerID(c.id),
+			DB:           db,
+			Transport:    tr,
+			StateMachine: rep,
+			Logger:       log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		c.groups, c.reps = append(c.groups, grp), append(c.reps, rep)
 	}
+	c.group, c.rep = c.groups[dataGroup], c.reps[dataGroup]
 	if c.members, err = cluster.NewMembership(cluster.MembershipConfig{
 		Mesh:      c.mesh,
 		GossipKey: gossipKey,
@@ -218,9 +241,11 @@ func (c *clusterNode) spawn(f func()) {
 func (c *clusterNode) joinLoop(ctx context.Context) {
 	once := config.SplitAddrs(c.cfg.Cluster.Join)
 	retry := config.SplitAddrs(c.cfg.Cluster.RetryJoin)
-	for _, s := range c.configuration() {
-		if cluster.NodeID(s.ID) != c.id {
-			once = append(once, string(s.Address))
+	for g := range c.groups {
+		for _, s := range c.configurationOf(replication.ShardID(g)) {
+			if cluster.NodeID(s.ID) != c.id && !slices.Contains(once, string(s.Address)) {
+				once = append(once, string(s.Address))
+			}
 		}
 	}
 	if len(once)+len(retry) == 0 {
@@ -255,8 +280,11 @@ func (c *clusterNode) joinLoop(ctx context.Context) {
 
 // configuration is the data group's current raft configuration (empty for
 // a node that never had state).
-func (c *clusterNode) configuration() []raft.Server {
-	f := c.group.Raft().GetConfiguration()
+func (c *clusterNode) configuration() []raft.Server { return c.configurationOf(dataGroup) }
+
+// configurationOf is group g's configuration as this replica knows it.
+func (c *clusterNode) configurationOf(g replication.ShardID) []raft.Server {
+	f := c.groups[g].Raft().GetConfiguration()
 	if f.Error() != nil {
 		return nil
 	}
@@ -284,25 +312,30 @@ func (c *clusterNode) bootstrapLoop(ctx context.Context) {
 		if len(ms) >= expect {
 			slices.SortFunc(ms, func(a, b cluster.Member) int { return cmpID(a.ID, b.ID) })
 			ms = ms[:expect]
-			place := cluster.Place(1, ms, c.cfg.Cluster.ReplicationFactor)
-			voters := place.Shards[0].Voters
-			if slices.Contains(voters, c.id) {
+			place := cluster.Place(len(c.groups), ms, c.cfg.Cluster.ReplicationFactor)
+			addrOf := map[cluster.NodeID]string{}
+			for _, m := range ms {
+				addrOf[m.ID] = m.Addr
+			}
+			for g, grp := range c.groups {
+				voters := place.Shards[g].Voters
+				if !slices.Contains(voters, c.id) {
+					continue
+				}
 				var servers []raft.Server
 				for _, v := range voters {
-					for _, m := range ms {
-						if m.ID == v {
-							servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(v), Address: cluster.RaftAddress(v, m.Addr)})
-						}
-					}
+					servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(v), Address: cluster.RaftAddress(v, addrOf[v])})
 				}
-				err := c.group.Bootstrap(servers)
+				err := grp.Bootstrap(servers)
 				switch {
 				case err == nil:
-					c.log.Info("bootstrapped a new data center", "voters", voters)
+					if g == int(dataGroup) {
+						c.log.Info("bootstrapped a new data center", "voters", voters, "shards", len(c.groups)-1)
+					}
 				case errors.Is(err, raft.ErrCantBootstrap):
-					c.log.Info("raft state exists; not bootstrapping")
+					c.log.Info("raft state exists; not bootstrapping", "shard", g)
 				default:
-					c.log.Error("bootstrap failed", "err", err)
+					c.log.Error("bootstrap failed", "shard", g, "err", err)
 				}
 			}
 			return
@@ -357,7 +390,7 @@ func (c *clusterNode) onEvent(ev cluster.Event) {
 }
 
 // secretNames are the DC-wide secrets every node must share.
-var secretNames = []string{"rsa_key", "salt_secret", "access_secret"}
+var secretNames = []string{"rsa_key", "salt_secret", "access_secret", "shards"}
 
 // waitSecrets returns the DC's shared secrets, once the data group has
 // them: read from the local replica, else asked of the leader (a node
@@ -377,11 +410,13 @@ func (c *clusterNode) waitSecrets(ctx context.Context, rt *router) (map[string][
 					return nil, err
 				}
 				fresh = append(fresh, messaging.NamedSecret{Name: "rsa_key", Value: x509.MarshalPKCS1PrivateKey(k)})
-				for _, n := range secretNames[1:] {
+				for _, n := range secretNames[1:3] {
 					v := make([]byte, 32)
 					rand.Read(v)
 					fresh = append(fresh, messaging.NamedSecret{Name: n, Value: v})
 				}
+				// Not a secret, but fixed with the DC the same way.
+				fresh = append(fresh, messaging.NamedSecret{Name: "shards", Value: []byte(strconv.Itoa(len(c.groups) - 1))})
 			}
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := c.rep.Propose(pctx, c.group, messaging.InitSecrets{Secrets: fresh}, messaging.Env{Now: time.Now().Unix()})
@@ -438,13 +473,13 @@ func (c *clusterNode) close() {
 	if c.members != nil {
 		c.members.Close()
 	}
-	if c.group != nil {
-		if err := c.group.Close(); err != nil {
-			c.log.Warn("close raft group", "err", err)
+	for g, grp := range c.groups {
+		if err := grp.Close(); err != nil {
+			c.log.Warn("close raft group", "shard", g, "err", err)
 		}
 	}
-	if c.raftTr != nil {
-		c.raftTr.Close()
+	for _, tr := range c.trs {
+		tr.Close()
 	}
 	if c.mesh != nil {
 		c.mesh.Close()

@@ -8,6 +8,7 @@ type clusterMetrics struct {
 	applySeconds   prometheus.Histogram
 	leaderChanges  prometheus.Counter
 	isLeader       prometheus.Gauge
+	groupsLed      prometheus.Gauge
 	appliedIndex   prometheus.Gauge
 	commitIndex    prometheus.Gauge
 	applyLag       prometheus.Gauge
@@ -27,10 +28,13 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
 		}),
 		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "mtnode_raft_leader_changes_total", Help: "Leader changes of the data group seen by this node.",
+			Name: "mtnode_raft_leader_changes_total", Help: "Leader changes of any group seen by this node.",
 		}),
 		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mtnode_raft_is_leader", Help: "1 if this node leads the data group.",
+		}),
+		groupsLed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mtnode_raft_groups_led", Help: "Raft groups (data group and shards) this node leads.",
 		}),
 		appliedIndex: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mtnode_raft_applied_index", Help: "Last log index applied by this replica.",
@@ -64,7 +68,7 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			Name: "mtnode_push_bus_frames_total", Help: "Update push bus frames, by direction (sent, received, dropped).",
 		}, []string{"dir"}),
 	}
-	reg.MustRegister(m.applySeconds, m.leaderChanges, m.isLeader, m.appliedIndex, m.commitIndex,
+	reg.MustRegister(m.applySeconds, m.leaderChanges, m.isLeader, m.groupsLed, m.appliedIndex, m.commitIndex,
 		m.applyLag, m.snapshotBytes, m.members, m.gossipHealth, m.autopilotSteps, m.forwarded,
 		m.forwardSeconds, m.pushFrames)
 	return m

@@ -221,6 +221,9 @@ func (n *Node) buildClustered(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if want := strconv.Itoa(len(n.cl.groups) - 1); string(m["shards"]) != want {
+		return fmt.Errorf("cluster.shards = %s, but this data center was formed with %s shards; start every node with its value", want, m["shards"])
+	}
 	k, err := x509.ParsePKCS1PrivateKey(m["rsa_key"])
 	if err != nil {
 		return fmt.Errorf("parse the DC's RSA key: %w", err)

@@ -80,13 +80,18 @@ type router struct {
 	c     *clusterNode
 	local protocol.Handler
 
-	hintMu   sync.Mutex
-	hint     raft.ServerAddress // leader learned from peers, for non-replicas
-	hintTime time.Time
+	hintMu sync.Mutex
+	hints  map[replication.ShardID]hint // leaders learned from peers
+}
+
+// hint is a group's leader as a peer last named it.
+type hint struct {
+	addr raft.ServerAddress
+	at   time.Time
 }
 
 func newRouter(c *clusterNode) *router {
-	r := &router{c: c}
+	r := &router{c: c, hints: map[replication.ShardID]hint{}}
 	c.rt = r
 	c.mesh.Handle(cluster.KindRPC, r.serve)
 	return r
@@ -124,7 +129,7 @@ func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, 
 			if !errors.Is(err, messaging.ErrUnavailable) {
 				return res, err
 			}
-		} else if addr := cmpOr(next, r.leader(ctx)); addr != "" {
+		} else if addr := cmpOr(next, r.leaderOf(ctx, dataGroup)); addr != "" {
 			next = ""
 			if fwd == nil {
 				fwd = encodeCall(call, body)
@@ -141,14 +146,14 @@ func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, 
 			}
 			var nl errNotLeader
 			if errors.As(err, &nl) {
-				r.setHint(nl.hint)
+				r.setHint(dataGroup, nl.hint)
 				if nl.hint != addr {
 					next = nl.hint
 					continue // straight to the leader it named
 				}
 			} else {
 				r.c.log.Debug("forward failed", "leader", string(addr), "err", err)
-				r.setHint("")
+				r.setHint(dataGroup, "")
 			}
 			result = "retried"
 		}
@@ -191,18 +196,18 @@ func encodeCall(call *protocol.Call, body []byte) []byte {
 	return append([]byte{opCall}, b...)
 }
 
-// leader returns the data group's leader address: raft's own view on a
-// voter or staged replica, else one learned from peers (a node with no
-// replica, or one removed from the group, hears nothing from raft).
-func (r *router) leader(ctx context.Context) raft.ServerAddress {
-	if addr, id := r.c.group.Leader(); id != "" && r.c.inGroup() {
+// leaderOf returns group g's leader address: raft's own view on a voter
+// or staged replica, else one learned from peers (a node with no replica,
+// or one removed from the group, hears nothing from raft).
+func (r *router) leaderOf(ctx context.Context, g replication.ShardID) raft.ServerAddress {
+	if addr, id := r.c.groups[g].Leader(); id != "" && r.c.inGroupOf(g) {
 		return addr
 	}
 	r.hintMu.Lock()
-	hint, fresh := r.hint, time.Since(r.hintTime) < 500*time.Millisecond
+	h := r.hints[g]
 	r.hintMu.Unlock()
-	if hint != "" || fresh {
-		return hint
+	if h.addr != "" || time.Since(h.at) < 500*time.Millisecond {
+		return h.addr
 	}
 	// Ask the members; the one that leads says so.
 	var found raft.ServerAddress
@@ -213,24 +218,25 @@ func (r *router) leader(ctx context.Context) raft.ServerAddress {
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
 		st, err := r.statusAt(sctx, m.ID, m.Addr)
 		cancel()
-		if err != nil {
+		if err != nil || int(g) >= len(st.Groups) {
 			continue
 		}
-		if st.Group.State == raft.Leader.String() {
-			found = raft.ServerAddress(st.Group.LeaderAddr)
+		gs := st.Groups[g]
+		if gs.State == raft.Leader.String() {
+			found = raft.ServerAddress(gs.LeaderAddr)
 			break
 		}
-		if found == "" && st.Group.LeaderAddr != "" {
-			found = raft.ServerAddress(st.Group.LeaderAddr)
+		if found == "" && gs.LeaderAddr != "" {
+			found = raft.ServerAddress(gs.LeaderAddr)
 		}
 	}
-	r.setHint(found)
+	r.setHint(g, found)
 	return found
 }
 
-// inGroup reports whether this node is in the data group's configuration.
-func (c *clusterNode) inGroup() bool {
-	for _, s := range c.configuration() {
+// inGroupOf reports whether this node is in group g's configuration.
+func (c *clusterNode) inGroupOf(g replication.ShardID) bool {
+	for _, s := range c.configurationOf(g) {
 		if cluster.NodeID(s.ID) == c.id {
 			return true
 		}
@@ -238,9 +244,9 @@ func (c *clusterNode) inGroup() bool {
 	return false
 }
 
-func (r *router) setHint(a raft.ServerAddress) {
+func (r *router) setHint(g replication.ShardID, a raft.ServerAddress) {
 	r.hintMu.Lock()
-	r.hint, r.hintTime = a, time.Now()
+	r.hints[g] = hint{addr: a, at: time.Now()}
 	r.hintMu.Unlock()
 }
 
@@ -249,9 +255,10 @@ func (r *router) setHint(a raft.ServerAddress) {
 // open until QUIC's idle timeout, and the call must move on long before.
 const attemptTimeout = 3 * time.Second
 
-// attemptCtx bounds one attempt against the leader at addr: it ends after
-// attemptTimeout, or as soon as this replica's raft names another leader.
-func (r *router) attemptCtx(ctx context.Context, addr raft.ServerAddress) (context.Context, context.CancelFunc) {
+// attemptCtx bounds one attempt against group g's leader at addr: it ends
+// after attemptTimeout, or as soon as this replica's raft names another
+// leader.
+func (r *router) attemptCtx(ctx context.Context, g replication.ShardID, addr raft.ServerAddress) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	go func() {
 		t := time.NewTicker(50 * time.Millisecond)
@@ -261,7 +268,7 @@ func (r *router) attemptCtx(ctx context.Context, addr raft.ServerAddress) (conte
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if now, id := r.c.group.Leader(); id != "" && now != addr {
+				if now, id := r.c.groups[g].Leader(); id != "" && now != addr {
 					cancel()
 					return
 				}
@@ -273,7 +280,7 @@ func (r *router) attemptCtx(ctx context.Context, addr raft.ServerAddress) (conte
 
 // forward sends an opCall to the leader at addr and decodes its answer.
 func (r *router) forward(ctx context.Context, addr raft.ServerAddress, req []byte) (bin.Encoder, error) {
-	actx, cancel := r.attemptCtx(ctx, addr)
+	actx, cancel := r.attemptCtx(ctx, dataGroup, addr)
 	defer cancel()
 	st, body, err := r.request(actx, addr, req)
 	if err != nil {
@@ -359,8 +366,8 @@ func (r *router) serve(ctx context.Context, peer cluster.NodeID, s *cluster.Stre
 	cluster.WriteFrame(s, append([]byte{st}, body...))
 }
 
-func (r *router) notLeader() (byte, []byte) {
-	addr, _ := r.c.group.Leader()
+func (r *router) notLeader(g replication.ShardID) (byte, []byte) {
+	addr, _ := r.c.groups[g].Leader()
 	return stNotLeader, []byte(addr)
 }
 
@@ -368,7 +375,7 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 	switch op {
 	case opCall:
 		if !r.c.group.IsLeader() {
-			return r.notLeader()
+			return r.notLeader(dataGroup)
 		}
 		var fc forwardedCall
 		if err := json.Unmarshal(body, &fc); err != nil {
@@ -385,7 +392,7 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 			var te *tgerr.Error
 			switch {
 			case errors.Is(err, messaging.ErrUnavailable):
-				return r.notLeader()
+				return r.notLeader(dataGroup)
 			case errors.As(err, &te):
 				b, _ := json.Marshal(rpcError{Code: te.Code, Message: te.Message})
 				return stRPCError, b
@@ -402,27 +409,29 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 			return stFailed, []byte("bad key id")
 		}
 		id := int64(binary.BigEndian.Uint64(body))
+		g := r.c.keyShard(id)
 		rec, ok, err := r.c.localAuthKey(id)
 		switch {
 		case err != nil:
 			return stFailed, []byte(err.Error())
 		case ok:
 			return stOK, rec
-		case !r.c.group.IsLeader():
-			return r.notLeader()
+		case !r.c.groups[g].IsLeader():
+			return r.notLeader(g)
 		}
 		return stNotFound, nil
 	case opStoreKey:
 		if len(body) < 8 {
 			return stFailed, []byte("bad key")
 		}
-		if !r.c.group.IsLeader() {
-			return r.notLeader()
-		}
 		id := int64(binary.BigEndian.Uint64(body))
+		g := r.c.keyShard(id)
+		if !r.c.groups[g].IsLeader() {
+			return r.notLeader(g)
+		}
 		if err := r.c.proposeKey(ctx, id, body[8:]); err != nil {
 			if errors.Is(err, messaging.ErrUnavailable) {
-				return r.notLeader()
+				return r.notLeader(g)
 			}
 			return stFailed, []byte(err.Error())
 		}
@@ -430,7 +439,7 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 	case opSecrets:
 		s, ok := r.c.localSecrets()
 		if !ok {
-			return r.notLeader()
+			return r.notLeader(dataGroup)
 		}
 		b, _ := json.Marshal(s)
 		return stOK, b
@@ -441,28 +450,28 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 	return stFailed, []byte(fmt.Sprintf("unknown op %d", op))
 }
 
-// toLeader runs req against the leader, following leader changes, until
-// ctx ends.
-func (r *router) toLeader(ctx context.Context, req []byte) (byte, []byte, error) {
+// toLeader runs req against group g's leader, following leader changes,
+// until ctx ends.
+func (r *router) toLeader(ctx context.Context, g replication.ShardID, req []byte) (byte, []byte, error) {
 	var lastErr error = errors.New("no leader")
 	var next raft.ServerAddress
 	for attempt := 0; ; attempt++ {
-		if addr := cmpOr(next, r.leader(ctx)); addr != "" {
+		if addr := cmpOr(next, r.leaderOf(ctx, g)); addr != "" {
 			next = ""
-			actx, cancel := r.attemptCtx(ctx, addr)
+			actx, cancel := r.attemptCtx(ctx, g, addr)
 			st, body, err := r.request(actx, addr, req)
 			cancel()
 			if err == nil && st != stNotLeader {
 				return st, body, nil
 			}
 			if err == nil {
-				r.setHint(raft.ServerAddress(body))
+				r.setHint(g, raft.ServerAddress(body))
 				err = errNotLeader{hint: raft.ServerAddress(body)}
 				if raft.ServerAddress(body) != addr {
 					next = raft.ServerAddress(body)
 				}
 			} else {
-				r.setHint("")
+				r.setHint(g, "")
 			}
 			lastErr = err
 		}
@@ -476,7 +485,7 @@ func (r *router) toLeader(ctx context.Context, req []byte) (byte, []byte, error)
 func (r *router) fetchSecrets(ctx context.Context) (map[string][]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	addr := r.leader(ctx)
+	addr := r.leaderOf(ctx, dataGroup)
 	if addr == "" {
 		return nil, errors.New("no leader")
 	}
@@ -522,19 +531,24 @@ func (r *router) statusAt(ctx context.Context, id cluster.NodeID, hp string) (No
 	return st, err
 }
 
-// localAuthKey reads an auth key record from this node's replica.
+// localAuthKey reads an auth key record from this node's replica of its
+// shard (found false when the node holds none).
 func (c *clusterNode) localAuthKey(id int64) (rec []byte, ok bool, err error) {
-	err = c.group.View(func(tx *storage.Txn) error {
+	g := c.keyShard(id)
+	if !c.inGroupOf(g) {
+		return nil, false, nil
+	}
+	err = c.groups[g].View(func(tx *storage.Txn) error {
 		rec, ok, err = messaging.AuthKey(tx, id)
 		return err
 	})
 	return rec, ok, err
 }
 
-// proposeKey stores an auth key through the data group; this node must
-// lead it.
+// proposeKey stores an auth key through its shard; this node must lead
+// it.
 func (c *clusterNode) proposeKey(ctx context.Context, id int64, rec []byte) error {
-	_, err := c.state().Apply(ctx, messaging.StoreAuthKey{ID: id, Data: rec}, messaging.Env{Now: time.Now().Unix()})
+	_, err := c.applyOn(ctx, c.keyShard(id), messaging.StoreAuthKey{ID: id, Data: rec}, messaging.Env{Now: time.Now().Unix()})
 	return err
 }
 
@@ -550,12 +564,13 @@ func (k clusterKeys) LoadKey(id int64) (*protocol.AuthKey, error) {
 	if !ok {
 		// Not here (yet): this node may hold no replica, or lag. The
 		// leader's answer is the truth.
-		if k.r.c.group.IsLeader() {
+		g := k.r.c.keyShard(id)
+		if k.r.c.groups[g].IsLeader() {
 			return nil, protocol.ErrKeyNotFound
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), k.r.c.cfg.Cluster.HoldTimeout.Duration)
 		defer cancel()
-		st, body, err := k.r.toLeader(ctx, binary.BigEndian.AppendUint64([]byte{opLoadKey}, uint64(id)))
+		st, body, err := k.r.toLeader(ctx, g, binary.BigEndian.AppendUint64([]byte{opLoadKey}, uint64(id)))
 		if err != nil {
 			return nil, err
 		}
@@ -582,15 +597,16 @@ func (k clusterKeys) StoreKey(key *protocol.AuthKey) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), k.r.c.cfg.Cluster.HoldTimeout.Duration)
 	defer cancel()
+	g := k.r.c.keyShard(key.ID())
 	for attempt := 0; ; attempt++ {
-		if k.r.c.group.IsLeader() {
+		if k.r.c.groups[g].IsLeader() {
 			err = k.r.c.proposeKey(ctx, key.ID(), rec)
 			if !errors.Is(err, messaging.ErrUnavailable) {
 				return err
 			}
 		} else {
 			req := binary.BigEndian.AppendUint64([]byte{opStoreKey}, uint64(key.ID()))
-			st, body, err := k.r.toLeader(ctx, append(req, rec...))
+			st, body, err := k.r.toLeader(ctx, g, append(req, rec...))
 			if err != nil {
 				return err
 			}
@@ -616,10 +632,16 @@ type replicatedState struct {
 func (c *clusterNode) state() replicatedState { return replicatedState{c: c, notify: c.notify} }
 
 func (s replicatedState) Apply(ctx context.Context, cmd messaging.Command, env messaging.Env) (any, error) {
+	return s.c.applyOn(ctx, dataGroup, cmd, env)
+}
+
+// applyOn proposes cmd to group g, which this node should lead. Failures
+// that leave the outcome to another leader wrap messaging.ErrUnavailable.
+func (c *clusterNode) applyOn(ctx context.Context, g replication.ShardID, cmd messaging.Command, env messaging.Env) (any, error) {
 	start := time.Now()
-	res, err := s.c.rep.Propose(ctx, s.c.group, cmd, env)
+	res, err := c.reps[g].Propose(ctx, c.groups[g], cmd, env)
 	if err == nil {
-		s.c.metrics.applySeconds.Observe(time.Since(start).Seconds())
+		c.metrics.applySeconds.Observe(time.Since(start).Seconds())
 		return res, nil
 	}
 	if errors.Is(err, replication.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||

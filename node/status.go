@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -12,19 +13,25 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/mtnode/mtnode/cluster"
+	"github.com/mtnode/mtnode/replication"
 )
 
 // NodeStatus is what a node says about itself: on the mesh (opStatus), on
 // its HTTP listener (/cluster/status) and in `mtnode status`.
 type NodeStatus struct {
-	ID         string      `json:"id"`
-	DC         int         `json:"dc"`
-	MeshAddr   string      `json:"mesh_addr"`
-	ClientAddr string      `json:"client_addr"`
-	Version    string      `json:"version"`
-	Leaving    bool        `json:"leaving,omitempty"`
-	Health     int         `json:"gossip_health"`
-	Group      GroupStatus `json:"group"`
+	ID         string `json:"id"`
+	DC         int    `json:"dc"`
+	MeshAddr   string `json:"mesh_addr"`
+	ClientAddr string `json:"client_addr"`
+	Version    string `json:"version"`
+	Leaving    bool   `json:"leaving,omitempty"`
+	Health     int    `json:"gossip_health"`
+	// Group is the data group (shard 0); Groups lists every group, the
+	// data group first, then the auth key shards.
+	Group  GroupStatus   `json:"group"`
+	Groups []GroupStatus `json:"groups"`
+	// Leads counts the groups this node leads.
+	Leads int `json:"leads"`
 }
 
 // GroupStatus is one raft group as one replica sees it.
@@ -41,25 +48,14 @@ type GroupStatus struct {
 }
 
 func (c *clusterNode) status() NodeStatus {
-	st := c.group.Raft().Stats()
-	num := func(k string) uint64 { v, _ := strconv.ParseUint(st[k], 10, 64); return v }
-	addr, id := c.group.Leader()
-	g := GroupStatus{
-		Shard:        uint32(dataGroup),
-		State:        c.group.Raft().State().String(),
-		Leader:       string(id),
-		LeaderAddr:   string(addr),
-		AppliedIndex: c.group.AppliedIndex(),
-		CommitIndex:  num("commit_index"),
-		LastIndex:    num("last_log_index"),
-		Voters:       []string{},
-	}
-	for _, s := range c.configuration() {
-		if s.Suffrage == raft.Voter {
-			g.Voters = append(g.Voters, string(s.ID))
-		} else {
-			g.NonVoters = append(g.NonVoters, string(s.ID))
+	var groups []GroupStatus
+	leads := 0
+	for g := range c.groups {
+		gs := c.groupStatus(replication.ShardID(g))
+		if gs.State == raft.Leader.String() {
+			leads++
 		}
+		groups = append(groups, gs)
 	}
 	c.mu.Lock()
 	leaving := c.leaving
@@ -72,8 +68,36 @@ func (c *clusterNode) status() NodeStatus {
 		Version:    Version,
 		Leaving:    leaving,
 		Health:     c.members.Health(),
-		Group:      g,
+		Group:      groups[dataGroup],
+		Groups:     groups,
+		Leads:      leads,
 	}
+}
+
+// groupStatus is group g as this replica sees it.
+func (c *clusterNode) groupStatus(sh replication.ShardID) GroupStatus {
+	grp := c.groups[sh]
+	st := grp.Raft().Stats()
+	num := func(k string) uint64 { v, _ := strconv.ParseUint(st[k], 10, 64); return v }
+	addr, id := grp.Leader()
+	g := GroupStatus{
+		Shard:        uint32(sh),
+		State:        grp.Raft().State().String(),
+		Leader:       string(id),
+		LeaderAddr:   string(addr),
+		AppliedIndex: grp.AppliedIndex(),
+		CommitIndex:  num("commit_index"),
+		LastIndex:    num("last_log_index"),
+		Voters:       []string{},
+	}
+	for _, s := range c.configurationOf(sh) {
+		if s.Suffrage == raft.Voter {
+			g.Voters = append(g.Voters, string(s.ID))
+		} else {
+			g.NonVoters = append(g.NonVoters, string(s.ID))
+		}
+	}
+	return g
 }
 
 // ClusterStatus is the answer of /cluster/status: this node, and every
@@ -172,22 +196,20 @@ func (c *clusterNode) leave(ctx context.Context) error {
 		return err
 	}
 	c.log.Info("leaving the data center: handing off replicas")
+	// The autopilot on each group's leader moves the replica away, handing
+	// leadership off first where this node leads (Plan step 5).
 	for {
-		in := false
-		for _, s := range c.configuration() {
-			if cluster.NodeID(s.ID) == c.id {
-				in = true
+		in := 0
+		for g := range c.groups {
+			if c.inGroupOf(replication.ShardID(g)) {
+				in++
 			}
 		}
-		if !in {
+		if in == 0 {
 			break
 		}
-		if c.group.IsLeader() {
-			// The autopilot hands leadership away first (Plan step 5);
-			// nothing to do here but wait.
-		}
 		if !sleepCtx(ctx, 200*time.Millisecond) {
-			return ctx.Err()
+			return fmt.Errorf("%w: still a replica of %d groups", ctx.Err(), in)
 		}
 	}
 	c.log.Info("replicas handed off; leaving gossip")

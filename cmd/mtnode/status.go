@@ -59,17 +59,22 @@ func printStatus(w io.Writer, st node.ClusterStatus) {
 	if len(g.NonVoters) > 0 {
 		fmt.Fprintf(w, ", staging %s", strings.Join(g.NonVoters, " "))
 	}
-	fmt.Fprintf(w, ", commit index %d\n\n", g.CommitIndex)
+	fmt.Fprintf(w, ", commit index %d\n", g.CommitIndex)
+	if len(s.Groups) > 1 {
+		fmt.Fprintf(w, "auth key shards: %d\n", len(s.Groups)-1)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tMESH\tDC\tROLE\tAPPLIED\tLAG\tSTATE")
+	fmt.Fprintln(tw, "MEMBER\tMESH\tDC\tROLE\tAPPLIED\tLAG\tLEADS\tSTATE")
 	for _, m := range st.Members {
-		role, applied, lag, state := "-", "-", "-", "alive"
+		role, applied, lag, leads, state := "-", "-", "-", "-", "alive"
 		if m.Leaving {
 			state = "leaving"
 		}
 		if m.Status != nil {
 			ms := m.Status
 			role = roleOf(ms.ID, g)
+			leads = fmt.Sprintf("%d/%d", ms.Leads, len(ms.Groups))
 			applied = fmt.Sprint(ms.Group.AppliedIndex)
 			if g.CommitIndex >= ms.Group.AppliedIndex {
 				lag = fmt.Sprint(g.CommitIndex - ms.Group.AppliedIndex)
@@ -79,7 +84,7 @@ func printStatus(w io.Writer, st node.ClusterStatus) {
 		} else if m.Error != "" {
 			state = "unreachable: " + m.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.MeshAddr, m.DC, role, applied, lag, state)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.MeshAddr, m.DC, role, applied, lag, leads, state)
 	}
 	tw.Flush()
 }
