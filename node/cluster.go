@@ -89,7 +89,7 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 	if err != nil {
 		return nil, fmt.Errorf("cluster.secrets_dir: %w", err)
 	}
-	cert, err := nodeCert(cfg.Cluster.SecretsDir, c.id, ca)
+	cert, err := nodeCert(cfg.Cluster.SecretsDir, cfg.DataDir, c.id, ca)
 	if err != nil {
 		return nil, err
 	}
@@ -186,26 +186,60 @@ func nodeID(cfg *config.Config, meta *storage.Table) (cluster.NodeID, error) {
 }
 
 // nodeCert loads node.crt/node.key from the secrets directory when they
-// are there (they must name this node), else issues one from ca.key.
-func nodeCert(dir string, id cluster.NodeID, ca *cluster.CA) (cert tls.Certificate, err error) {
-	if _, statErr := os.Stat(filepath.Join(dir, "node.crt")); statErr == nil {
+// are there (they must name this node), else uses the certificate this
+// node issued itself from ca.key on an earlier start (kept in
+// <data dir>/cluster), else issues and keeps a new one. Keeping it matters:
+// the mesh's stateless reset key derives from the certificate's private
+// key, and only a restart with the same key resets peers' connections to
+// the node's former self at once instead of after their idle timeout.
+func nodeCert(dir, dataDir string, id cluster.NodeID, ca *cluster.CA) (tls.Certificate, error) {
+	if _, statErr := os.Stat(filepath.Join(dir, cluster.NodeCertFile)); statErr == nil {
 		cert, err := cluster.LoadNodeCert(dir)
 		if err != nil {
 			return cert, fmt.Errorf("cluster.secrets_dir: %w", err)
 		}
-		leaf, err := x509.ParseCertificate(cert.Certificate[0])
-		if err != nil {
+		if err := certFor(cert, id, ca); err != nil {
 			return cert, fmt.Errorf("cluster.secrets_dir: node.crt: %w", err)
-		}
-		if got, err := cluster.NodeIDFromCert(leaf); err != nil || got != id {
-			return cert, fmt.Errorf("cluster.secrets_dir: node.crt is for node %q, this node is %q", got, id)
 		}
 		return cert, nil
 	}
 	if ca.Key == nil {
-		return cert, fmt.Errorf("cluster.secrets_dir %s: has neither node.crt nor ca.key to issue one", dir)
+		return tls.Certificate{}, fmt.Errorf("cluster.secrets_dir %s: has neither node.crt nor ca.key to issue one", dir)
 	}
-	return cluster.IssueNodeCert(ca, id, nil, time.Now().Add(-time.Hour), cluster.DefaultNodeValidity)
+	own := filepath.Join(dataDir, "cluster")
+	if cert, err := cluster.LoadNodeCert(own); err == nil && certFor(cert, id, ca) == nil {
+		return cert, nil
+	}
+	cert, err := cluster.IssueNodeCert(ca, id, nil, time.Now().Add(-time.Hour), cluster.DefaultNodeValidity)
+	if err != nil {
+		return cert, err
+	}
+	for _, f := range []string{cluster.NodeCertFile, cluster.NodeKeyFile, cluster.CACertFile} {
+		os.Remove(filepath.Join(own, f))
+	}
+	if err := cluster.WriteNodeCert(own, cert, ca); err != nil {
+		return cert, fmt.Errorf("keep node certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// certFor checks that cert names node id, chains to ca and stays valid
+// for at least a day.
+func certFor(cert tls.Certificate, id cluster.NodeID, ca *cluster.CA) error {
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return err
+	}
+	if got, err := cluster.NodeIDFromCert(leaf); err != nil || got != id {
+		return fmt.Errorf("certificate is for node %q, this node is %q", got, id)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots: ca.Pool(), CurrentTime: time.Now().Add(24 * time.Hour),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	}); err != nil {
+		return err
+	}
+	return nil
 }
 
 // run starts talking to the data center: serving the mesh, joining
