@@ -26,7 +26,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var (
 		opts      loadgen.Options
-		scenarios = fs.String("scenario", "all", "comma-separated scenarios: crypto, handshake, ping, chat, idle, or all")
+		scenarios = fs.String("scenario", "all", "comma-separated scenarios: crypto, handshake, ping, chat, idle, or all (those five); failover runs only when named")
+		nodes     = fs.String("nodes", "1", "comma-separated DC sizes of child nodes (e.g. 1,3): chat runs on a fresh DC of each size, users round-robin over its nodes; the other scenarios use the first size")
 		conns     = fs.String("conns", "1,64,1024", "comma-separated concurrent connections for the ping scenario")
 		chatUsers = fs.String("chat-users", "2,100,1000", "comma-separated user counts (even) for the chat scenario")
 		transport = fs.String("transport", string(mtclient.Intermediate), "client transport for ping and idle")
@@ -35,6 +36,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		verbose   = fs.Bool("v", false, "log progress to stderr")
 	)
 	fs.DurationVar(&opts.Duration, "duration", 10*time.Second, "length of each measured phase")
+	fs.IntVar(&opts.Failovers, "failovers", 5, "leader kills of the failover scenario (3-node child DC)")
 	fs.IntVar(&opts.IdleConns, "idle-conns", 1000, "idle connections to open for the idle scenario")
 	fs.IntVar(&opts.HandshakeWorkers, "handshake-workers", 0, "concurrent key exchanges; 0 is twice GOMAXPROCS (keep below the node's max_handshakes)")
 	fs.StringVar((*string)(&opts.HandshakeClient), "handshake-client", "fast", "key exchange client of the handshake scenario: fast (loads the node) or gotd (the real library)")
@@ -75,6 +77,14 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		opts.ChatUsers = append(opts.ChatUsers, n)
+	}
+	for _, s := range strings.Split(*nodes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fmt.Fprintf(stderr, "mtnode bench: bad --nodes %q\n", *nodes)
+			return 2
+		}
+		opts.Nodes = append(opts.Nodes, n)
 	}
 	opts.Transport = mtclient.Transport(*transport)
 	opts.PingMethod = loadgen.PingMethod(*ping)

@@ -23,6 +23,10 @@ import (
 // (user i writes to user i^1), each running a closed loop of
 // messages.sendMessage while receiving its peer's messages as live pushes.
 type ChatReport struct {
+	// Nodes is the size of the DC under test: users are spread round-robin
+	// over its nodes (user i on node i mod Nodes), so with more than one
+	// node a sender and its peer sit on different nodes.
+	Nodes int
 	Users int
 	// Setup times: creating one permanent auth key per user (KeysSetup),
 	// connecting the clients (Connect), signing every user up or in with
@@ -50,6 +54,8 @@ type ChatReport struct {
 	E2EP50, E2EP99, E2EMax time.Duration
 	// ServerCPU and ServerCPUNet are the node's CPU over the send window,
 	// raw and net of its idle use; ServerCPUPerMsg is ServerCPUNet / Sent.
+	// ServerProcs is the node's GOMAXPROCS, summed over the DC's nodes.
+	ServerProcs             int
 	ServerCPU, ServerCPUNet time.Duration
 	ServerCPUPerMsg         time.Duration
 	ClientCPU               time.Duration
@@ -165,7 +171,7 @@ func (f *chatFleet) connect(ctx context.Context, t *target, tr mtclient.Transpor
 			return fmt.Errorf("store session: %w", err)
 		}
 		c, err := mtclient.New(mtclient.Options{
-			Addr: t.addr, DC: t.dc, PublicKeyFile: t.pubFile, Transport: tr,
+			Addr: t.addrFor(i), DC: t.dc, PublicKeyFile: t.pubFile, Transport: tr,
 			Telegram: telegram.Options{SessionStorage: store, UpdateHandler: telegram.UpdateHandlerFunc(u.handle)},
 		})
 		if err != nil {
@@ -288,7 +294,7 @@ func (c *ChatReport) derive() {
 
 func runChatLevel(ctx context.Context, rs *runState, n, first int) (rep *ChatReport, err error) {
 	t, opts, log := rs.t, rs.opts, rs.log
-	rep = &ChatReport{Users: n, ReceiveGrace: chatReceiveGrace}
+	rep = &ChatReport{Nodes: max(len(t.addrs), 1), Users: n, ReceiveGrace: chatReceiveGrace, ServerProcs: t.procs}
 
 	// The storage floor first, while the node is idle.
 	budget := min(max(opts.Duration/2, 200*time.Millisecond), 5*time.Second)
@@ -300,6 +306,27 @@ func runChatLevel(ctx context.Context, rs *runState, n, first int) (rep *ChatRep
 		return nil, fmt.Errorf("badger floor: %w", err)
 	}
 
+	f, err := setupChat(ctx, rs, n, first, rep)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := f.close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	log.Info("chatting", "users", n, "nodes", rep.Nodes, "duration", opts.Duration)
+	if err := chatPhase(ctx, rs, f, rep); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+// setupChat makes n users (test numbers from first on) with their keys,
+// connects, signs them up and has each import its peer, recording the
+// times in rep. The caller closes the fleet.
+func setupChat(ctx context.Context, rs *runState, n, first int, rep *ChatReport) (f *chatFleet, err error) {
+	t, opts, log := rs.t, rs.opts, rs.log
 	setupCtx, cancelSetup := context.WithTimeout(ctx, opts.SetupTimeout)
 	defer cancelSetup()
 	log.Info("creating chat users' auth keys", "users", n)
@@ -311,10 +338,13 @@ func runChatLevel(ctx context.Context, rs *runState, n, first int) (rep *ChatRep
 	rep.KeysSetup = time.Since(t0)
 
 	fctx, fcancel := context.WithCancel(context.Background())
-	f := &chatFleet{ctx: fctx, cancel: fcancel}
+	fl := &chatFleet{ctx: fctx, cancel: fcancel}
+	f = fl
 	defer func() {
-		if cerr := f.close(); cerr != nil && err == nil {
-			err = cerr
+		if err != nil {
+			if cerr := fl.close(); cerr != nil {
+				log.Warn("closing chat clients after a failed setup", "err", cerr)
+			}
 		}
 	}()
 	for i := range n {
@@ -359,12 +389,7 @@ func runChatLevel(ctx context.Context, rs *runState, n, first int) (rep *ChatRep
 	}
 	rep.Import = time.Since(t0)
 	log.Info("chat setup done", "users", n, "keys", rep.KeysSetup, "connect", rep.Connect, "sign_in", rep.SignIn, "import", rep.Import)
-
-	log.Info("chatting", "users", n, "duration", opts.Duration)
-	if err := chatPhase(ctx, rs, f, rep); err != nil {
-		return rep, err
-	}
-	return rep, nil
+	return f, nil
 }
 
 func chatPhase(ctx context.Context, rs *runState, f *chatFleet, rep *ChatReport) error {

@@ -333,37 +333,41 @@ func fastKeyOn(ctx context.Context, c *kxConn, dc int, pub exchange.PublicKey, d
 }
 
 // makeUserKeys creates n permanent keys with fastKey, workers at a time,
-// and returns each as a session for one client. It is bounded by ctx and
-// by n attempts plus n/10+3 retries.
+// and returns each as a session for one client: key i is made on, and
+// names, the node user i connects to (t.addrFor(i)). It is bounded by ctx
+// and by n attempts plus n/10+3 retries.
 func makeUserKeys(ctx context.Context, t *target, n, workers int) ([]session.Data, error) {
-	out := make([]session.Data, 0, n)
+	out := make([]session.Data, n)
 	var (
 		mu       sync.Mutex
 		wg       sync.WaitGroup
 		retries  = n/10 + 3
+		made     int
 		firstErr error
 		dh       dhChecked
 	)
-	jobs := make(chan struct{}, n)
-	for range n {
-		jobs <- struct{}{}
+	jobs := make(chan int, n)
+	for i := range n {
+		jobs <- i
 	}
 	close(jobs)
 	for range min(workers, n) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range jobs {
+			for i := range jobs {
+				addr := t.addrFor(i)
 				for {
-					r, err := fastKey(ctx, t.addr, t.dc, t.key, &dh, 0)
+					r, err := fastKey(ctx, addr, t.dc, t.key, &dh, 0)
 					mu.Lock()
 					if err == nil {
-						out = append(out, session.Data{
-							DC: t.dc, Addr: t.addr,
+						out[i] = session.Data{
+							DC: t.dc, Addr: addr,
 							AuthKey:   append([]byte(nil), r.AuthKey.Value[:]...),
 							AuthKeyID: append([]byte(nil), r.AuthKey.ID[:]...),
 							Salt:      r.ServerSalt,
-						})
+						}
+						made++
 						mu.Unlock()
 						break
 					}
@@ -381,8 +385,8 @@ func makeUserKeys(ctx context.Context, t *target, n, workers int) ([]session.Dat
 		}()
 	}
 	wg.Wait()
-	if len(out) < n {
-		return nil, fmt.Errorf("create auth keys: %d of %d: %w", len(out), n, firstErr)
+	if made < n {
+		return nil, fmt.Errorf("create auth keys: %d of %d: %w", made, n, firstErr)
 	}
 	return out, nil
 }

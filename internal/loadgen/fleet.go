@@ -65,7 +65,7 @@ func (f *fleet) grow(ctx context.Context, n, concurrency int, timeout time.Durat
 				return err
 			}
 			c, err := mtclient.New(mtclient.Options{
-				Addr:          f.t.addr,
+				Addr:          f.t.addrFor(started),
 				DC:            f.t.dc,
 				PublicKeyFile: f.t.pubFile,
 				Transport:     f.transport,

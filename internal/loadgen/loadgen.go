@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gotd/td/telegram"
@@ -42,10 +43,18 @@ const (
 	Chat Scenario = "chat"
 	// Idle measures the server's memory per idle authorized connection.
 	Idle Scenario = "idle"
+	// Failover kills the leader of a 3-node child DC under a steady chat
+	// load, Options.Failovers times, and measures how long until another
+	// node leads and until sends are acknowledged again. Not in "all".
+	Failover Scenario = "failover"
 )
 
-// Scenarios lists every scenario in run order.
+// Scenarios lists every scenario of a default run ("all"), in run order.
 var Scenarios = []Scenario{Crypto, Handshake, Ping, Chat, Idle}
+
+// AllScenarios is every scenario Run knows, in run order: Scenarios, then
+// Failover, which runs only when asked for.
+var AllScenarios = []Scenario{Crypto, Handshake, Ping, Chat, Idle, Failover}
 
 // ErrNoMetrics is returned by the idle scenario when the node's /metrics
 // address is unknown (an external target without Options.MetricsAddr).
@@ -75,6 +84,15 @@ type Options struct {
 	// HandshakeClient is the key exchange client of the handshake
 	// scenario: HandshakeFast (default) or HandshakeGotd.
 	HandshakeClient HandshakeClient
+	// Nodes are the DC sizes to run against when the node is a child: 1
+	// (default) is one standalone `mtnode run`; n > 1 forms a DC of n child
+	// processes. The chat scenario runs once per size, in order, each on a
+	// freshly formed DC, with its users spread round-robin over the nodes;
+	// the other scenarios use a DC of the first size. An external target
+	// (Addr) allows only 1.
+	Nodes []int
+	// Failovers is how many leader kills the failover scenario does; 5.
+	Failovers int
 	// SetupConcurrency bounds connections being set up at once (each does
 	// its own key exchange); 16.
 	SetupConcurrency int
@@ -121,6 +139,12 @@ func (o *Options) setDefaults() {
 	}
 	if len(o.ChatUsers) == 0 {
 		o.ChatUsers = []int{2, 100, 1000}
+	}
+	if len(o.Nodes) == 0 {
+		o.Nodes = []int{1}
+	}
+	if o.Failovers <= 0 {
+		o.Failovers = 5
 	}
 	if o.IdleConns <= 0 {
 		o.IdleConns = 1000
@@ -174,7 +198,10 @@ type Report struct {
 	// work on the machine shows up here and in every figure.
 	LoadAvgStart, LoadAvgEnd string
 	// Target describes the node under test.
-	Target    string
+	Target string
+	// Nodes are the DC sizes run (Options.Nodes): the chat scenario has a
+	// row per size and user count, the others ran on the first size.
+	Nodes     []int
 	Transport mtclient.Transport
 	Duration  time.Duration
 	// PingMethod is the round trip measured (never PingAuto), and
@@ -187,6 +214,7 @@ type Report struct {
 	Ping      []PingReport
 	Chat      []ChatReport
 	Idle      *IdleReport
+	Failover  *FailoverReport
 }
 
 // runState is what the scenarios of one run share.
@@ -217,7 +245,10 @@ func (rs *runState) resolvePing(ctx context.Context, c *telegram.Client) error {
 
 // target is the node under test.
 type target struct {
-	addr    string
+	addr string
+	// addrs are the client addresses of every node of a child DC (addrs[0]
+	// is addr); nil for one node.
+	addrs   []string
 	pubFile string
 	dc      int
 	key     telegram.PublicKey
@@ -228,14 +259,34 @@ type target struct {
 	procs   int
 }
 
+// addrFor is the node user or connection i talks to: round-robin over a
+// DC's nodes.
+func (t *target) addrFor(i int) string {
+	if len(t.addrs) == 0 {
+		return t.addr
+	}
+	return t.addrs[i%len(t.addrs)]
+}
+
 // Run performs the selected scenarios and returns what they measured. A
 // failing scenario stops the run; the report holds what finished before.
 func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	opts.setDefaults()
 	for _, s := range opts.Scenarios {
-		if !slices.Contains(Scenarios, s) {
+		if !slices.Contains(AllScenarios, s) {
 			return nil, fmt.Errorf("loadgen: unknown scenario %q", s)
 		}
+	}
+	for _, n := range opts.Nodes {
+		if n < 1 || n > 9 {
+			return nil, fmt.Errorf("loadgen: node count %d: want 1 to 9", n)
+		}
+		if n > 1 && opts.Addr != "" {
+			return nil, errors.New("loadgen: more than one node needs child nodes (no --addr)")
+		}
+	}
+	if slices.Contains(opts.Scenarios, Failover) && opts.Addr != "" {
+		return nil, errors.New("loadgen: the failover scenario needs child nodes (no --addr)")
 	}
 	for _, n := range opts.Conns {
 		if n <= 0 {
@@ -256,6 +307,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		ClientProcs:  runtime.GOMAXPROCS(0),
 		Transport:    opts.Transport,
 		Duration:     opts.Duration,
+		Nodes:        slices.Clone(opts.Nodes),
 		LoadAvgStart: loadAvg(),
 	}
 	defer func() { rep.LoadAvgEnd = loadAvg() }()
@@ -272,13 +324,28 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		}
 		rep.Crypto = cr
 	}
-	if !want(Handshake) && !want(Ping) && !want(Chat) && !want(Idle) {
-		return rep, nil
+	if want(Handshake) || want(Ping) || want(Chat) || want(Idle) {
+		if err := runOnTargets(ctx, &opts, rep, log); err != nil {
+			return rep, err
+		}
 	}
+	if want(Failover) {
+		fr, err := runFailover(ctx, &opts, log)
+		rep.Failover = fr
+		if err != nil {
+			return rep, fmt.Errorf("failover: %w", err)
+		}
+	}
+	return rep, nil
+}
 
-	t, stop, err := openTarget(ctx, &opts, log)
+// runOnTargets runs the scenarios that share a target: handshake, ping,
+// chat (once per DC size) and idle.
+func runOnTargets(ctx context.Context, opts *Options, rep *Report, log *slog.Logger) (err error) {
+	want := func(s Scenario) bool { return slices.Contains(opts.Scenarios, s) }
+	t, stop, err := openTarget(ctx, opts, log, opts.Nodes[0])
 	if err != nil {
-		return rep, err
+		return err
 	}
 	defer func() {
 		if cerr := stop(); cerr != nil && err == nil {
@@ -287,16 +354,16 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	}()
 	rep.Target = t.describe
 	if err := t.probeMetrics(ctx, log); err != nil {
-		return rep, err
+		return err
 	}
 	rep.ServerProcs, rep.ServerIdleCPU = t.procs, t.idleCPU
-	rs := &runState{t: &t.target, opts: &opts, log: log, rep: rep,
+	rs := &runState{t: &t.target, opts: opts, log: log, rep: rep,
 		pool: newKeyPool(&t.target, opts.HandshakeWorkers)}
 	if want(Handshake) {
 		log.Info("measuring handshakes", "workers", opts.HandshakeWorkers, "duration", opts.Duration)
-		hr, err := runHandshakes(ctx, &t.target, &opts, rs.pool)
+		hr, err := runHandshakes(ctx, &t.target, opts, rs.pool)
 		if err != nil {
-			return rep, fmt.Errorf("handshake: %w", err)
+			return fmt.Errorf("handshake: %w", err)
 		}
 		hr.derive(rep)
 		rep.Handshake = hr
@@ -308,48 +375,63 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		}
 		rep.Ping = prs
 		if err != nil {
-			return rep, fmt.Errorf("ping: %w", err)
+			return fmt.Errorf("ping: %w", err)
 		}
 	}
-	if want(Chat) {
-		crs, err := runChats(ctx, rs)
-		rep.Chat = crs
+	// newTarget stops the current target and opens a DC of n nodes.
+	newTarget := func(n int) error {
+		first := stop
+		stop = func() error { return nil }
+		if err := first(); err != nil {
+			return err
+		}
+		nt, nstop, err := openTarget(ctx, opts, log, n)
 		if err != nil {
-			return rep, fmt.Errorf("chat: %w", err)
+			return err
+		}
+		t, stop = nt, nstop
+		if err := t.probeMetrics(ctx, log); err != nil {
+			return err
+		}
+		rs.t = &t.target
+		rs.pool = newKeyPool(&t.target, opts.HandshakeWorkers)
+		return nil
+	}
+	if want(Chat) {
+		for k, n := range opts.Nodes {
+			if k > 0 {
+				if err := newTarget(n); err != nil {
+					return fmt.Errorf("chat: %w", err)
+				}
+				rep.Target += fmt.Sprintf("; for chat on %d nodes, %s", n, t.describe)
+			}
+			crs, err := runChats(ctx, rs)
+			rep.Chat = append(rep.Chat, crs...)
+			if err != nil {
+				return fmt.Errorf("chat, %d nodes: %w", n, err)
+			}
 		}
 	}
 	if want(Idle) {
 		if opts.Addr == "" && (want(Handshake) || want(Ping) || want(Chat)) {
 			// A fresh node, so that the earlier scenarios' heap peak and
 			// sessions are not in the idle scenario's RSS and heap.
-			first := stop
-			stop = func() error { return nil }
-			if err := first(); err != nil {
-				return rep, err
-			}
-			nt, nstop, err := openTarget(ctx, &opts, log)
-			if err != nil {
-				return rep, err
-			}
-			t, stop = nt, nstop
-			if err := t.probeMetrics(ctx, log); err != nil {
-				return rep, err
+			if err := newTarget(opts.Nodes[0]); err != nil {
+				return err
 			}
 			rep.Target += "; a fresh one for the idle scenario"
-			rs.t = &t.target
-			rs.pool = newKeyPool(&t.target, opts.HandshakeWorkers)
 		}
 		if t.metrics == nil {
-			return rep, fmt.Errorf("idle: %w", ErrNoMetrics)
+			return fmt.Errorf("idle: %w", ErrNoMetrics)
 		}
 		log.Info("measuring idle connections", "conns", opts.IdleConns)
 		ir, err := runIdle(ctx, rs)
 		if err != nil {
-			return rep, fmt.Errorf("idle: %w", err)
+			return fmt.Errorf("idle: %w", err)
 		}
 		rep.Idle = ir
 	}
-	return rep, err
+	return nil
 }
 
 type openedTarget struct {
@@ -358,7 +440,7 @@ type openedTarget struct {
 }
 
 // openTarget starts a child node or describes the external one.
-func openTarget(ctx context.Context, opts *Options, log *slog.Logger) (*openedTarget, func() error, error) {
+func openTarget(ctx context.Context, opts *Options, log *slog.Logger, nodes int) (*openedTarget, func() error, error) {
 	httpc := &http.Client{Timeout: 10 * time.Second}
 	if opts.Addr != "" {
 		if opts.PublicKeyFile == "" {
@@ -379,6 +461,9 @@ func openTarget(ctx context.Context, opts *Options, log *slog.Logger) (*openedTa
 	if opts.NodeBinary == "" {
 		return nil, nil, errors.New("loadgen: no node binary to start and no address to target")
 	}
+	if nodes > 1 {
+		return openCluster(ctx, opts, log, nodes, httpc)
+	}
 	c, err := startChild(ctx, opts.NodeBinary, opts.ServerProcs)
 	if err != nil {
 		return nil, nil, err
@@ -396,6 +481,58 @@ func openTarget(ctx context.Context, opts *Options, log *slog.Logger) (*openedTa
 		return nil, nil, err
 	}
 	return t, c.Close, nil
+}
+
+// openCluster forms a DC of n child nodes; the target is all of them:
+// clients round-robin over their client addresses, /metrics summed.
+func openCluster(ctx context.Context, opts *Options, log *slog.Logger, n int, httpc *http.Client) (*openedTarget, func() error, error) {
+	cl, err := startCluster(ctx, opts.NodeBinary, opts.ServerProcs, n, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := clusterTarget(cl, httpc, true)
+	if err != nil {
+		cl.Close()
+		return nil, nil, err
+	}
+	for _, c := range cl.nodes {
+		log.Info("cluster node serving", "node", c.nodeID, "pid", c.cmd.Process.Pid, "client_addr", c.addr, "http_addr", c.http)
+	}
+	return t, cl.Close, nil
+}
+
+// clusterTarget is every running node of cl as one target, with their
+// /metrics summed if metrics is set. Every node must present the same
+// server key.
+func clusterTarget(cl *childCluster, httpc *http.Client, metrics bool) (*openedTarget, error) {
+	n0 := cl.nodes[0]
+	t := &openedTarget{target: target{addr: n0.addr, pubFile: n0.pubKey, dc: 1}}
+	if metrics {
+		t.metrics = &scraper{url: "http://" + n0.http + "/metrics", client: httpc}
+	}
+	pids := make([]string, len(cl.nodes))
+	for i, c := range cl.nodes {
+		t.addrs = append(t.addrs, c.addr)
+		if i > 0 && metrics {
+			t.metrics.more = append(t.metrics.more, "http://"+c.http+"/metrics")
+		}
+		pids[i] = fmt.Sprint(c.cmd.Process.Pid)
+	}
+	t.describe = fmt.Sprintf("child DC of %d `mtnode run` processes (pids %s) on loopback, clients round-robin over them",
+		len(cl.nodes), strings.Join(pids, ", "))
+	if metrics {
+		t.describe += ", /metrics summed over them"
+	}
+	if err := t.loadKey(); err != nil {
+		return nil, err
+	}
+	for _, c := range cl.nodes[1:] {
+		k, err := mtclient.LoadPublicKey(c.pubKey)
+		if err != nil || k.RSA.N.Cmp(t.key.RSA.N) != 0 {
+			return nil, fmt.Errorf("node %s presents another server key than %s (%v)", c.nodeID, n0.nodeID, err)
+		}
+	}
+	return t, nil
 }
 
 // probeMetrics reads the node's GOMAXPROCS and measures its idle CPU.

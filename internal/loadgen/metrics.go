@@ -56,24 +56,45 @@ func parseSamples(r io.Reader) (samples, error) {
 	return out, nil
 }
 
-// scraper reads a node's /metrics.
+// scraper reads a node's /metrics. With more URLs (the other nodes of a
+// child cluster) every series is summed over the nodes: CPU, memory and
+// connection figures are then the whole cluster's, and GOMAXPROCS is the
+// cores of all nodes together.
 type scraper struct {
 	url    string
+	more   []string
 	client *http.Client
 }
 
 func (s *scraper) scrape(ctx context.Context) (samples, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	out, err := s.scrapeOne(ctx, s.url)
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", s.url, err)
+		return nil, err
+	}
+	for _, u := range s.more {
+		m, err := s.scrapeOne(ctx, u)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range m {
+			out[k] += v
+		}
+	}
+	return out, nil
+}
+
+func (s *scraper) scrapeOne(ctx context.Context, url string) (samples, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s: %w", url, err)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", s.url, err)
+		return nil, fmt.Errorf("scrape %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scrape %s: status %s", s.url, resp.Status)
+		return nil, fmt.Errorf("scrape %s: status %s", url, resp.Status)
 	}
 	return parseSamples(resp.Body)
 }

@@ -24,7 +24,9 @@ type child struct {
 	addr    string // MTProto TCP address
 	http    string // HTTP address (metrics)
 	pubKey  string // server.pub path
+	nodeID  string // cluster node id, if clustered
 	exited  chan struct{}
+	serving chan map[string]any
 	waitErr error
 
 	mu   sync.Mutex
@@ -48,22 +50,34 @@ func startChild(ctx context.Context, bin string, procs int) (c *child, err error
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(dir)
-		}
-	}()
-	cmd := exec.Command(bin, "run",
+	c, err = spawnChild(bin, procs, []string{"run",
 		"--data-dir", filepath.Join(dir, "data"),
 		"--client-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0",
 		"--log-format", "json",
 		"--log-level", "info",
-	)
+	})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	c.dir = dir
+	if err := c.waitServing(ctx, startTimeout); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// spawnChild starts `bin args...` and returns at once; waitServing waits
+// for its "mtnode serving" line. The child gets SIGKILL if this process
+// dies (Linux), so no node outlives the bench.
+func spawnChild(bin string, procs int, args []string) (*child, error) {
+	cmd := exec.Command(bin, args...)
 	cmd.Env = os.Environ()
 	if procs > 0 {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(procs))
 	}
+	cmd.SysProcAttr = childSysProcAttr()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, fmt.Errorf("child stderr: %w", err)
@@ -72,37 +86,54 @@ func startChild(ctx context.Context, bin string, procs int) (c *child, err error
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	c = &child{cmd: cmd, dir: dir, exited: make(chan struct{})}
-	serving := make(chan map[string]any, 1)
-	go c.readLogs(stderr, serving)
+	c := &child{cmd: cmd, exited: make(chan struct{}), serving: make(chan map[string]any, 1)}
+	go c.readLogs(stderr, c.serving)
 	go func() {
 		c.waitErr = cmd.Wait()
 		close(c.exited)
 	}()
+	return c, nil
+}
 
-	timer := time.NewTimer(startTimeout)
+// waitServing waits for the child's "mtnode serving" line and records the
+// addresses it names. On failure the child is stopped (and its dir, if
+// any, removed).
+func (c *child) waitServing(ctx context.Context, timeout time.Duration) error {
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
-	case line := <-serving:
+	case line := <-c.serving:
 		c.addr, _ = line["client_addr"].(string)
 		c.http, _ = line["http_addr"].(string)
 		c.pubKey, _ = line["public_key"].(string)
+		c.nodeID, _ = line["node_id"].(string)
 		if c.addr == "" || c.http == "" || c.pubKey == "" {
 			c.Close()
-			return nil, fmt.Errorf("child serving line lacks addresses: %v", line)
+			return fmt.Errorf("child serving line lacks addresses: %v", line)
 		}
-		return c, nil
+		return nil
 	case <-c.exited:
 		err := fmt.Errorf("child exited before serving: %v; log:\n%s", c.waitErr, c.logTail())
-		os.RemoveAll(dir)
-		return nil, err
+		c.Close()
+		return err
 	case <-timer.C:
 		c.Close()
-		return nil, fmt.Errorf("child did not serve within %s; log:\n%s", startTimeout, c.logTail())
+		return fmt.Errorf("child did not serve within %s; log:\n%s", timeout, c.logTail())
 	case <-ctx.Done():
 		c.Close()
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
+}
+
+// kill ends the child with SIGKILL (kill -9) and waits until it is gone.
+func (c *child) kill() {
+	select {
+	case <-c.exited:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Kill()
+	<-c.exited
 }
 
 // readLogs drains the child's stderr (a full pipe would block it), keeps the
@@ -137,6 +168,9 @@ func (c *child) logTail() string {
 	return strings.Join(c.tail, "\n")
 }
 
+// errKilled is Close's error when the child ignored the interrupt.
+var errKilled = errors.New("child did not stop after interrupt; killed")
+
 // stopTimeout is how long a child gets to shut down after SIGINT.
 const stopTimeout = 15 * time.Second
 
@@ -160,11 +194,13 @@ func (c *child) Close() error {
 			case <-timer.C:
 				_ = c.cmd.Process.Kill()
 				<-c.exited
-				err = errors.New("child did not stop after interrupt; killed")
+				err = errKilled
 			}
 			timer.Stop()
 		}
-		os.RemoveAll(c.dir)
+		if c.dir != "" {
+			os.RemoveAll(c.dir)
+		}
 	})
 	return err
 }

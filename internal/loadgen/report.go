@@ -19,6 +19,18 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 		p.f("; node: %s, GOMAXPROCS %s, idle CPU %.1f%% of a core", r.Target, procs, 100*r.ServerIdleCPU)
 	}
+	if r.Target != "" && len(r.Nodes) > 0 {
+		sizes := make([]string, len(r.Nodes))
+		for i, n := range r.Nodes {
+			sizes[i] = fmt.Sprint(n)
+		}
+		p.f("; nodes per DC: %s", strings.Join(sizes, ", "))
+		if len(r.Nodes) > 1 {
+			p.f(" (chat on each; GOMAXPROCS and idle CPU above are the first DC's, summed over its nodes)")
+		} else if r.Nodes[0] > 1 {
+			p.f(" (GOMAXPROCS and idle CPU summed over the nodes)")
+		}
+	}
 	p.f("; transport %s, %s per phase.\n\n", r.Transport, r.Duration)
 
 	if r.LoadAvgStart != "" {
@@ -109,6 +121,9 @@ func (r *Report) Markdown(w io.Writer) error {
 			kb(i.RSSPerConn), kb(i.HeapInusePerConn), kb(i.HeapAllocPerConn), kb(i.StackPerConn), i.GoroutinesPerConn)
 		p.f("Both samples were taken right after a node GC, forced by %d clients doing round trips (%d in all). "+
 			"Connections share auth keys, %d sessions per key.\n", i.NudgeConns, i.NudgePings, sessionsPerKey)
+	}
+	if r.Failover != nil {
+		r.failoverMarkdown(p)
 	}
 	return p.err
 }
