@@ -144,13 +144,22 @@ func (d *dcHarness) restart(i int) {
 
 // status reads node i's /cluster/status about itself.
 func (d *dcHarness) status(i int) (mtnode.ClusterStatus, error) {
+	return d.getStatus(i, "/cluster/status?members=0")
+}
+
+// statusFull reads node i's /cluster/status with every member.
+func (d *dcHarness) statusFull(i int) (mtnode.ClusterStatus, error) {
+	return d.getStatus(i, "/cluster/status")
+}
+
+func (d *dcHarness) getStatus(i int, path string) (mtnode.ClusterStatus, error) {
 	var st mtnode.ClusterStatus
-	code, body, err := httpGet(d.nodes[i], "/cluster/status?members=0")
+	code, body, err := httpGet(d.nodes[i], path)
 	if err != nil {
 		return st, err
 	}
 	if code != 200 {
-		return st, fmt.Errorf("/cluster/status: %d %s", code, body)
+		return st, fmt.Errorf("%s: %d %s", path, code, body)
 	}
 	return st, json.Unmarshal([]byte(body), &st)
 }
@@ -519,17 +528,4 @@ func TestClusterNodeMovesAddress(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// statusFull reads node i's /cluster/status with every member.
-func (d *dcHarness) statusFull(i int) (mtnode.ClusterStatus, error) {
-	var st mtnode.ClusterStatus
-	code, body, err := httpGet(d.nodes[i], "/cluster/status")
-	if err != nil {
-		return st, err
-	}
-	if code != 200 {
-		return st, fmt.Errorf("/cluster/status: %d %s", code, body)
-	}
-	return st, json.Unmarshal([]byte(body), &st)
 }
