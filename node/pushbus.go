@@ -50,15 +50,11 @@ func (b *pushBus) push(perms []int64, msg bin.Encoder) {
 		}
 	}
 	var tl bin.Buffer
-	if err := msg.Encode(&tl); err != nil || len(perms) > maxPushPerms {
+	if err := msg.Encode(&tl); err != nil {
 		return
 	}
-	frame := binary.AppendUvarint(nil, uint64(len(perms)))
-	for _, p := range perms {
-		frame = binary.BigEndian.AppendUint64(frame, uint64(p))
-	}
-	frame = append(frame, tl.Buf...)
-	if len(frame) > maxPushFrame {
+	frame, ok := encodePushFrame(perms, tl.Buf)
+	if !ok {
 		return
 	}
 	for _, m := range b.c.dcMembers() {
@@ -165,7 +161,25 @@ func (b *pushBus) serve(ctx context.Context, peer cluster.NodeID, s *cluster.Str
 	}
 }
 
+// encodePushFrame builds a frame; ok is false when it would break the
+// bounds decodePushFrame enforces.
+func encodePushFrame(perms []int64, tl []byte) (frame []byte, ok bool) {
+	if len(perms) > maxPushPerms || len(tl) < 4 {
+		return nil, false
+	}
+	frame = binary.AppendUvarint(nil, uint64(len(perms)))
+	for _, p := range perms {
+		frame = binary.BigEndian.AppendUint64(frame, uint64(p))
+	}
+	frame = append(frame, tl...)
+	return frame, len(frame) <= maxPushFrame
+}
+
+// decodePushFrame splits a frame into authorizations and the update's TL.
 func decodePushFrame(f []byte) (perms []int64, tl []byte, err error) {
+	if len(f) > maxPushFrame {
+		return nil, nil, errors.New("frame too large")
+	}
 	n, k := binary.Uvarint(f)
 	if k <= 0 || n > maxPushPerms || uint64(len(f)-k) < n*8 {
 		return nil, nil, errors.New("bad perm count")

@@ -290,11 +290,11 @@ func (r *router) forward(ctx context.Context, addr raft.ServerAddress, req []byt
 	case stOK:
 		return rawTL(body), nil
 	case stRPCError:
-		var e rpcError
-		if err := json.Unmarshal(body, &e); err != nil {
-			return nil, fmt.Errorf("bad rpc error: %w", err)
+		te, err := parseRPCError(body)
+		if err != nil {
+			return nil, err
 		}
-		return nil, tgerr.New(e.Code, e.Message)
+		return nil, te
 	case stFailed:
 		r.c.log.Error("forwarded call failed on the leader", "leader", string(addr), "err", string(body))
 		return nil, tgerr.New(500, "INTERNAL")
@@ -377,15 +377,9 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 		if !r.c.group.IsLeader() {
 			return r.notLeader(dataGroup)
 		}
-		var fc forwardedCall
-		if err := json.Unmarshal(body, &fc); err != nil {
-			return stFailed, []byte("bad call: " + err.Error())
-		}
-		call := &protocol.Call{
-			AuthKeyID: fc.AuthKeyID, PermKeyID: fc.PermKeyID,
-			SessionID: fc.SessionID, MsgID: fc.MsgID,
-			Layer: fc.Layer, NoUpdates: fc.NoUpdates, Client: fc.Client,
-			Body: &bin.Buffer{Buf: fc.Body},
+		call, err := parseCall(body)
+		if err != nil {
+			return stFailed, []byte(err.Error())
 		}
 		res, err := r.local.Handle(ctx, call)
 		if err != nil {
@@ -405,10 +399,10 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 		}
 		return stOK, b.Buf
 	case opLoadKey:
-		if len(body) != 8 {
-			return stFailed, []byte("bad key id")
+		id, _, err := parseKeyRequest(op, body)
+		if err != nil {
+			return stFailed, []byte(err.Error())
 		}
-		id := int64(binary.BigEndian.Uint64(body))
 		g := r.c.keyShard(id)
 		rec, ok, err := r.c.localAuthKey(id)
 		switch {
@@ -421,15 +415,15 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 		}
 		return stNotFound, nil
 	case opStoreKey:
-		if len(body) < 8 {
-			return stFailed, []byte("bad key")
+		id, rec, err := parseKeyRequest(op, body)
+		if err != nil {
+			return stFailed, []byte(err.Error())
 		}
-		id := int64(binary.BigEndian.Uint64(body))
 		g := r.c.keyShard(id)
 		if !r.c.groups[g].IsLeader() {
 			return r.notLeader(g)
 		}
-		if err := r.c.proposeKey(ctx, id, body[8:]); err != nil {
+		if err := r.c.proposeKey(ctx, id, rec); err != nil {
 			if errors.Is(err, messaging.ErrUnavailable) {
 				return r.notLeader(g)
 			}
@@ -448,6 +442,60 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 		return stOK, b
 	}
 	return stFailed, []byte(fmt.Sprintf("unknown op %d", op))
+}
+
+// Parsers of what peers send. Every field a peer controls is bounded;
+// FuzzRPC feeds them arbitrary bytes.
+
+// maxErrorMessage bounds a relayed Telegram error's text.
+const maxErrorMessage = 256
+
+// parseCall decodes an opCall body into the call the API runs.
+func parseCall(body []byte) (*protocol.Call, error) {
+	var fc forwardedCall
+	if err := json.Unmarshal(body, &fc); err != nil {
+		return nil, fmt.Errorf("bad call: %w", err)
+	}
+	if len(fc.Body) < 4 {
+		return nil, errors.New("bad call: no method")
+	}
+	if fc.Layer < 0 || fc.Layer > 10000 {
+		return nil, fmt.Errorf("bad call: layer %d", fc.Layer)
+	}
+	return &protocol.Call{
+		AuthKeyID: fc.AuthKeyID, PermKeyID: fc.PermKeyID,
+		SessionID: fc.SessionID, MsgID: fc.MsgID,
+		Layer: fc.Layer, NoUpdates: fc.NoUpdates, Client: fc.Client,
+		Body: &bin.Buffer{Buf: fc.Body},
+	}, nil
+}
+
+// parseKeyRequest decodes an opLoadKey (id) or opStoreKey (id, record)
+// body.
+func parseKeyRequest(op byte, body []byte) (id int64, rec []byte, err error) {
+	if len(body) < 8 {
+		return 0, nil, errors.New("bad key request: short")
+	}
+	id, rec = int64(binary.BigEndian.Uint64(body)), body[8:]
+	switch {
+	case op == opLoadKey && len(rec) != 0:
+		return 0, nil, errors.New("bad key request: trailing bytes")
+	case op == opStoreKey && (len(rec) == 0 || len(rec) > messaging.MaxAuthKeyRecord):
+		return 0, nil, fmt.Errorf("bad key request: record of %d bytes", len(rec))
+	}
+	return id, rec, nil
+}
+
+// parseRPCError decodes a stRPCError body into the error the client gets.
+func parseRPCError(body []byte) (*tgerr.Error, error) {
+	var e rpcError
+	if err := json.Unmarshal(body, &e); err != nil {
+		return nil, fmt.Errorf("bad rpc error: %w", err)
+	}
+	if e.Code < -1000 || e.Code > 1000 || e.Message == "" || len(e.Message) > maxErrorMessage {
+		return nil, fmt.Errorf("bad rpc error: code %d, %d-byte message", e.Code, len(e.Message))
+	}
+	return tgerr.New(e.Code, e.Message), nil
 }
 
 // toLeader runs req against group g's leader, following leader changes,
