@@ -529,3 +529,67 @@ func TestClusterNodeMovesAddress(t *testing.T) {
 		return nil
 	})
 }
+
+// TestClusterRetryJoinAndSafeRestart starts two nodes of a DC whose config
+// lists every member under retry_join, and the third only later: they keep
+// trying and form the DC once it is up. A node restarted with the same
+// flags, --bootstrap-expect included, rejoins the DC it belongs to rather
+// than forming a new one, and its data is intact.
+func TestClusterRetryJoinAndSafeRestart(t *testing.T) {
+	t.Parallel()
+	d := newDC(t, "")
+	for range 3 {
+		d.add()
+	}
+	doc, err := os.ReadFile(d.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc = append(doc, fmt.Sprintf("retry_join = %q\n", strings.Join(d.mesh, ","))...)
+	if err := os.WriteFile(d.config, doc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flags := []string{"--bootstrap-expect", "3"}
+	d.nodes[0] = d.launch(0, flags...)
+	d.nodes[1] = d.launch(1, flags...)
+	time.Sleep(3 * time.Second) // the first two retry meanwhile
+	d.nodes[2] = d.launch(2, flags...)
+	for _, n := range d.nodes {
+		n.waitServing(clusterStart)
+	}
+	sessions := t.TempDir()
+	sessA, sessB := filepath.Join(sessions, "a.json"), filepath.Join(sessions, "b.json")
+	signUp(t, d.nodes[0], sessA, "9996610801")
+	b := signUp(t, d.nodes[2], sessB, "9996610802")
+	sendN(t, d.nodes[0], sessA, b.Phone, 0, 3)
+
+	d.nodes[1].stop(syscall.SIGTERM, 20*time.Second)
+	d.nodes[1] = d.launch(1, flags...)
+	d.nodes[1].waitServing(clusterStart)
+	if strings.Contains(d.nodes[1].out.String(), "bootstrapped a new data center") {
+		t.Fatal("the restarted node bootstrapped a new data center")
+	}
+	waitFor(t, 30*time.Second, func() error {
+		v, err := d.voters()
+		if err != nil {
+			return err
+		}
+		if len(v) != 3 {
+			return fmt.Errorf("voters %v", v)
+		}
+		return nil
+	})
+	checkBox(t, d.nodes[1], sessB, 3)
+	m, err := scrape(d.nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"mtnode_raft_applied_index", "mtnode_gossip_members", "mtnode_raft_groups_led"} {
+		if _, ok := m.get(name, nil); !ok {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	if v, _ := m.get("mtnode_gossip_members", nil); v != 3 {
+		t.Errorf("mtnode_gossip_members = %v, want 3", v)
+	}
+}
