@@ -76,7 +76,10 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
 			n.Close()
 		}
 	}()
-	if n.db, err = storage.Open(cfg.DataDir, log); err != nil {
+	// A clustered node's state machines need no fsync of their own (raft
+	// replays them from its synced log), so its database syncs explicitly
+	// instead of on every write (storage.Options.Lazy).
+	if n.db, err = storage.OpenWith(cfg.DataDir, log, storage.Options{Lazy: cfg.Clustered()}); err != nil {
 		return nil, err
 	}
 	if n.ln, err = net.Listen("tcp", cfg.ClientAddr); err != nil {

@@ -241,7 +241,13 @@ func (f *FSM) commit(tx *storage.WriteTxn, applied uint64) error {
 	if err := tx.Set(keyApplied, binary.BigEndian.AppendUint64(nil, applied)); err != nil {
 		return fmt.Errorf("record applied index: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
+	// Lazily: on a Lazy database this write is not synced. A crash can
+	// lose it only together with every write after the last sync, and
+	// every entry it applies is already synced in the raft log, which
+	// raft replays past the stored applied index (or, when the state
+	// ended up behind the latest snapshot, Group restores that snapshot
+	// first: see mustRestore).
+	if err := tx.CommitLazy(); err != nil {
 		return fmt.Errorf("commit entry %d: %w", applied, err)
 	}
 	f.applied.Store(applied)

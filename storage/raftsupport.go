@@ -21,7 +21,7 @@ var ErrTxnTooBig = badger.ErrTxnTooBig
 // Sub returns the table whose keys live under t's prefix followed by p: a
 // shard's range inside a table, or one part of that range.
 func (t *Table) Sub(p []byte) *Table {
-	return &Table{db: t.db, prefix: t.key(p)}
+	return &Table{db: t.db, owner: t.owner, prefix: t.key(p)}
 }
 
 // Prefix is the table's full key prefix in the database.
@@ -72,16 +72,23 @@ func (t *Table) Snapshot() *Snapshot {
 // itself (Commit, Discard), for writers that must decide after the fact
 // whether to keep a transaction's writes.
 func (t *Table) Begin() *WriteTxn {
-	return &WriteTxn{Txn{txn: t.db.NewTransaction(true), prefix: t.prefix}}
+	return &WriteTxn{Txn: Txn{txn: t.db.NewTransaction(true), prefix: t.prefix}, owner: t.owner}
 }
 
 // WriteTxn is a read-write transaction under the caller's control.
 type WriteTxn struct {
 	Txn
+	owner *DB
 }
 
 // Commit writes the transaction durably; nothing of it is visible before.
-func (w *WriteTxn) Commit() error { return w.txn.Commit() }
+func (w *WriteTxn) Commit() error { return w.owner.synced(w.txn.Commit()) }
+
+// CommitLazy writes the transaction like Commit, but on a Lazy database
+// without syncing: a crash may lose it (and every lazy write after the
+// last sync), never tear it. Only for writes that are rebuilt after a
+// crash. On a database that is not Lazy it is Commit.
+func (w *WriteTxn) CommitLazy() error { return w.txn.Commit() }
 
 // Discard drops the transaction's writes. Safe after Commit and twice.
 func (w *WriteTxn) Discard() { w.txn.Discard() }
@@ -109,7 +116,7 @@ func (t *Table) PutMany(kvs []KV) error {
 				return fmt.Errorf("put: %w", err)
 			}
 		}
-		if err := txn.Commit(); err != nil {
+		if err := t.owner.synced(txn.Commit()); err != nil {
 			return fmt.Errorf("commit put: %w", err)
 		}
 		kvs = kvs[n:]
@@ -160,7 +167,7 @@ func (t *Table) DeleteRange(start, end []byte, batch int) (int, error) {
 					return total, fmt.Errorf("delete range: %w", err)
 				}
 			}
-			if err := txn.Commit(); err != nil {
+			if err := t.owner.synced(txn.Commit()); err != nil {
 				return total, fmt.Errorf("commit delete range: %w", err)
 			}
 			total += n

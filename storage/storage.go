@@ -1,8 +1,11 @@
 // Package storage owns the node's one Badger database: opening it safely,
 // the key layout, and small typed tables on top of it.
 //
-// Every write goes through a synchronous Badger transaction (SyncWrites), so
-// a write that returned nil is on disk when the caller acknowledges it.
+// Every write is on disk when it returns nil: Badger syncs each write
+// (SyncWrites), or, for a database opened Lazy, the write is followed by an
+// explicit sync. The one exception is WriteTxn.CommitLazy, for writes that
+// can be rebuilt after a crash (a raft state machine's, which raft replays
+// from its log).
 package storage
 
 import (
@@ -26,19 +29,33 @@ var ErrNotFound = errors.New("not found")
 
 // DB is the node's database. It is safe for concurrent use.
 type DB struct {
-	bdb *badger.DB
-	dir string
+	bdb  *badger.DB
+	dir  string
+	lazy bool
+}
+
+// Options tune how a database is opened.
+type Options struct {
+	// Lazy turns Badger's per-write sync off and syncs explicitly after
+	// every write instead, except WriteTxn.CommitLazy, which then costs no
+	// fsync. A clustered node opens its database so: its raft state
+	// machines' writes are replayed from the (synced) raft log after a
+	// crash, and need not be synced themselves.
+	Lazy bool
 }
 
 // Open opens (creating if needed) the Badger database under dir/badger.
 // It fails with ErrLocked if another process has the directory open.
-func Open(dir string, log *slog.Logger) (*DB, error) {
+func Open(dir string, log *slog.Logger) (*DB, error) { return OpenWith(dir, log, Options{}) }
+
+// OpenWith is Open with options.
+func OpenWith(dir string, log *slog.Logger, o Options) (*DB, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	path := filepath.Join(dir, "badger")
 	opts := badger.DefaultOptions(path).
-		WithSyncWrites(true).
+		WithSyncWrites(!o.Lazy).
 		WithLogger(badgerLogger{log: log.With("component", "badger")}).
 		WithNumVersionsToKeep(1).
 		WithMetricsEnabled(false)
@@ -49,7 +66,19 @@ func Open(dir string, log *slog.Logger) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open badger at %s: %w", path, err)
 	}
-	return &DB{bdb: bdb, dir: dir}, nil
+	return &DB{bdb: bdb, dir: dir, lazy: o.Lazy}, nil
+}
+
+// synced makes a write that returned err durable: on a Lazy database it
+// syncs Badger's logs (which also makes every earlier lazy write durable).
+func (d *DB) synced(err error) error {
+	if err != nil || !d.lazy {
+		return err
+	}
+	if err := d.bdb.Sync(); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	return nil
 }
 
 // Dir is the data directory the database lives in.
@@ -72,12 +101,13 @@ func (d *DB) Table(name string) *Table {
 	if strings.Contains(name, "/") || name == "" {
 		panic("storage: bad table name " + name) // programming error, never input
 	}
-	return &Table{db: d.bdb, prefix: []byte(name + "/")}
+	return &Table{db: d.bdb, owner: d, prefix: []byte(name + "/")}
 }
 
 // Table is a prefix of the key space holding one kind of record.
 type Table struct {
 	db     *badger.DB
+	owner  *DB
 	prefix []byte
 }
 
@@ -109,16 +139,16 @@ func (t *Table) Get(k []byte) ([]byte, error) {
 
 // Put stores v under k durably (fsync before return).
 func (t *Table) Put(k, v []byte) error {
-	return t.db.Update(func(txn *badger.Txn) error {
+	return t.owner.synced(t.db.Update(func(txn *badger.Txn) error {
 		return txn.Set(t.key(k), v)
-	})
+	}))
 }
 
 // Delete removes k. Deleting a missing key is not an error.
 func (t *Table) Delete(k []byte) error {
-	return t.db.Update(func(txn *badger.Txn) error {
+	return t.owner.synced(t.db.Update(func(txn *badger.Txn) error {
 		return txn.Delete(t.key(k))
-	})
+	}))
 }
 
 // Scan calls fn for every key (without the table prefix) and value of the

@@ -72,9 +72,9 @@ func (t *Txn) Iterate(prefix, start []byte, reverse bool, fn func(k, v []byte) (
 // returns badger.ErrConflict wrapped, which callers serialising their
 // writes never see.
 func (t *Table) Update(fn func(*Txn) error) error {
-	return t.db.Update(func(txn *badger.Txn) error {
+	return t.owner.synced(t.db.Update(func(txn *badger.Txn) error {
 		return fn(&Txn{txn: txn, prefix: t.prefix})
-	})
+	}))
 }
 
 // View runs fn in a read-only snapshot.
