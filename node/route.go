@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gotd/td/bin"
@@ -100,6 +101,28 @@ func newRouter(c *clusterNode) *router {
 // errCallFailed is what a client gets when no leader answered in time.
 var errCallFailed = tgerr.New(500, "RPC_CALL_FAIL")
 
+// runLocal runs a call on this node, which leads the data group. A call
+// that wrote went through raft, which fails on a deposed leader. A call
+// that only read must not answer from a deposed leader's stale replica
+// (one partitioned away keeps believing it leads for up to the leader
+// lease), so it answers only after raft confirms the leadership with a
+// quorum (VerifyLeader: one heartbeat round, shared by concurrent calls);
+// otherwise it is unavailable here and retried at the real leader.
+func (r *router) runLocal(ctx context.Context, call *protocol.Call) (bin.Encoder, error) {
+	w := new(atomic.Bool)
+	res, err := r.local.Handle(context.WithValue(ctx, wroteKey{}, w), call)
+	if w.Load() || errors.Is(err, messaging.ErrUnavailable) {
+		return res, err
+	}
+	if verr := r.c.group.Raft().VerifyLeader().Error(); verr != nil {
+		return nil, fmt.Errorf("%w: verify leadership: %w", messaging.ErrUnavailable, verr)
+	}
+	return res, err
+}
+
+// wroteKey marks, in a call's context, that the call proposed a command.
+type wroteKey struct{}
+
 // localMethods need no state and describe the node the client is talking
 // to (its own address in help.getConfig), so every node answers them
 // itself, even when cut off from the leader.
@@ -125,7 +148,7 @@ func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, 
 		if r.c.group.IsLeader() {
 			lc := *call
 			lc.Body = &bin.Buffer{Buf: slices.Clone(body)}
-			res, err := r.local.Handle(ctx, &lc)
+			res, err := r.runLocal(ctx, &lc)
 			if !errors.Is(err, messaging.ErrUnavailable) {
 				return res, err
 			}
@@ -381,7 +404,7 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 		if err != nil {
 			return stFailed, []byte(err.Error())
 		}
-		res, err := r.local.Handle(ctx, call)
+		res, err := r.runLocal(ctx, call)
 		if err != nil {
 			var te *tgerr.Error
 			switch {
@@ -680,6 +703,9 @@ type replicatedState struct {
 func (c *clusterNode) state() replicatedState { return replicatedState{c: c, notify: c.notify} }
 
 func (s replicatedState) Apply(ctx context.Context, cmd messaging.Command, env messaging.Env) (any, error) {
+	if w, ok := ctx.Value(wroteKey{}).(*atomic.Bool); ok {
+		w.Store(true)
+	}
 	return s.c.applyOn(ctx, dataGroup, cmd, env)
 }
 
