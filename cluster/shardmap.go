@@ -16,20 +16,20 @@ type ShardID uint32
 
 func (s ShardID) String() string { return fmt.Sprintf("%08x", uint32(s)) }
 
-// DefaultShards is the shard count of a new data center. It is fixed when
-// the DC is created: ShardOf's answer depends on it, and every stored
-// entity lives where it says.
+// DefaultShards is the shard count of a new data center (config key
+// cluster.shards). It is fixed when the DC is created: ShardOf's answer
+// depends on it, and every stored entity lives where it says.
 //
-// 64 because an idle replica costs ~6 goroutines and ~0.024 % of a core
-// (replication/DESIGN.md, "Timeouts for many groups": 0.071 % per
-// 3-replica group). With replication factor 3 a node holds 64·3/N
-// replicas: 64 on a 3-node DC (~400 goroutines, ~1.5 % of a core idle),
-// fewer as the DC grows; a single node holds 64 one-voter groups, cheaper
-// still. 64 shards still spread leaders over DCs of up to 64 nodes and
-// give rendezvous placement enough shards to balance load within roughly
-// ±25 % across a handful of nodes. 256 would cost ~6 % of a core idle on
-// three nodes for a granularity small DCs do not need.
-const DefaultShards = 64
+// 16 because idle groups are not free over the real mesh: measured on a
+// 3-node DC of real processes (bench/cluster-idle.sh, BENCHMARKS.md), a
+// group costs about 0.25 % of a core and 11 goroutines per node, so 16
+// shards idle at under a tenth of a core per node and 64 at a fifth (the
+// first estimate, 64, came from raft's in-memory transport, ten times
+// cheaper per replica). 16 groups still spread leadership 6/5/5 over three
+// nodes and across DCs of up to 16 nodes; a DC that expects more picks
+// more at creation, and heartbeats coalesced per peer would make more
+// shards cheap.
+const DefaultShards = 16
 
 // ShardOf returns the shard that owns entityID in a DC of the given shard
 // count (> 0).
