@@ -12,6 +12,7 @@ import (
 
 	"github.com/gotd/td/telegram/auth"
 	"github.com/gotd/td/tg"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mtnode/mtnode/cluster"
 	"github.com/mtnode/mtnode/config"
@@ -85,11 +86,23 @@ func startCluster(t *testing.T, n int) []*Node {
 // Stopping the nodes leaves no goroutine behind (TestMain's leak check).
 func TestClusterInProcess(t *testing.T) {
 	nodes := startCluster(t, 3)
-	a := newDevice(t, nodes[0], "a")
+	// A sits on a node that does not lead the data group and holds none of
+	// B's sessions: the push bus must send it none of B's updates.
+	lead := -1
+	for i, n := range nodes {
+		if n.cl.group.IsLeader() {
+			lead = i
+		}
+	}
+	if lead < 0 {
+		t.Fatal("no leader")
+	}
+	x := (lead + 1) % 3
+	a := newDevice(t, nodes[x], "a")
 	a.start(t, auth.TestUser("9996610701", 1))
-	b := newDevice(t, nodes[2], "b")
+	b := newDevice(t, nodes[(x+1)%3], "b")
 	b.start(t, auth.TestUser("9996610702", 1))
-	b2 := newDevice(t, nodes[1], "b2")
+	b2 := newDevice(t, nodes[(x+2)%3], "b2")
 	b2.start(t, auth.TestUser("9996610702", 1))
 
 	ctx := ctxT(t)
@@ -129,5 +142,18 @@ func TestClusterInProcess(t *testing.T) {
 	}
 	if st := nodes[1].cl.status(); len(st.Group.Voters) != 3 || st.Group.Leader == "" {
 		t.Fatalf("status: %+v", st.Group)
+	}
+	if !nodes[lead].cl.group.IsLeader() {
+		t.Skip("leadership moved during the test; the subscription check needs a stable leader")
+	}
+	if got := testutil.ToFloat64(nodes[x].cl.metrics.pushFrames.WithLabelValues("received")); got != 0 {
+		t.Errorf("A's node received %v update frames; it holds no session they are for", got)
+	}
+	var received float64
+	for _, i := range []int{(x + 1) % 3, (x + 2) % 3} {
+		received += testutil.ToFloat64(nodes[i].cl.metrics.pushFrames.WithLabelValues("received"))
+	}
+	if received == 0 && lead == x {
+		t.Error("no update frame crossed the push bus")
 	}
 }

@@ -57,25 +57,29 @@ func FuzzRPC(f *testing.F) {
 
 // FuzzPushFrame feeds the push bus's frame decoder arbitrary bytes.
 func FuzzPushFrame(f *testing.F) {
-	ok, _ := encodePushFrame([]int64{1, -2, 3}, []byte{1, 2, 3, 4, 5})
-	f.Add(ok)
-	f.Add([]byte{0, 1, 2, 3, 4})
-	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
-	f.Add([]byte{2, 0, 0, 0, 0, 0, 0, 0, 1})
+	up, _ := encodePushFrame(frameUpdate, []int64{1, -2, 3}, []byte{1, 2, 3, 4, 5})
+	f.Add(up)
+	reset, _ := encodePushFrame(frameReset, nil, nil)
+	f.Add(reset)
+	sub, _ := encodePushFrame(frameSub, []int64{7, 8}, nil)
+	f.Add(sub)
+	f.Add([]byte{frameUnsub, 1, 2, 3, 4})
+	f.Add([]byte{frameUpdate, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{frameSub, 2, 0, 0, 0, 0, 0, 0, 0, 1})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		perms, tl, err := decodePushFrame(in)
+		typ, perms, tl, err := decodePushFrame(in)
 		if err != nil {
 			return
 		}
-		if len(perms) > maxPushPerms || len(tl) < 4 {
-			t.Fatalf("accepted %d perms, %d bytes of update", len(perms), len(tl))
+		if len(perms) > maxPushPerms || (typ == frameUpdate && len(tl) < 4) || (typ != frameUpdate && len(tl) > 0) {
+			t.Fatalf("accepted type %q, %d perms, %d bytes of update", typ, len(perms), len(tl))
 		}
-		again, ok := encodePushFrame(perms, tl)
+		again, ok := encodePushFrame(typ, perms, tl)
 		if !ok {
 			t.Fatal("accepted frame does not re-encode")
 		}
-		p2, tl2, err := decodePushFrame(again)
-		if err != nil || !slices.Equal(p2, perms) || !bytes.Equal(tl2, tl) {
+		t2, p2, tl2, err := decodePushFrame(again)
+		if err != nil || t2 != typ || !slices.Equal(p2, perms) || !bytes.Equal(tl2, tl) {
 			t.Fatal("frame does not round-trip")
 		}
 	})

@@ -211,6 +211,7 @@ func (n *Node) build(sec secrets, keys protocol.KeyStore, state api.State, rt *r
 		Handler:    handler,
 		Logger:     n.log,
 		Metrics:    protocol.NewMetrics(n.reg),
+		OnPresence: n.presence(),
 	})
 	if err != nil {
 		return err
@@ -222,6 +223,15 @@ func (n *Node) build(sec secrets, keys protocol.KeyStore, state api.State, rt *r
 		n.bus.srv.Store(srv)
 	}
 	return nil
+}
+
+// presence is the MTProto server's presence hook: the push bus's on a
+// clustered node, none on a standalone one.
+func (n *Node) presence() func(int64, bool) {
+	if n.bus == nil {
+		return nil
+	}
+	return n.bus.presence
 }
 
 // buildClustered waits for the DC's shared secrets and builds the servers
@@ -290,6 +300,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if n.cl != nil {
 		n.cl.run()
+		n.cl.spawn(func() { n.bus.run(n.cl.ctx) })
 		if err := n.buildClustered(ctx); err != nil {
 			n.Close()
 			if ctx.Err() != nil {

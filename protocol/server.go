@@ -77,6 +77,11 @@ type Options struct {
 	// Now and Rand default to the real clock and crypto/rand.
 	Now  func() time.Time
 	Rand io.Reader
+	// OnPresence, if set, is told when a permanent key gets its first
+	// session on this server (present) and loses its last (absent): who
+	// PushPerm can reach here. It is called with the session table locked,
+	// in order, and must not block or call back into the Server.
+	OnPresence func(permKeyID int64, present bool)
 }
 
 // maxSessions and maxSessionsPerKey bound the session table: one auth key
@@ -90,18 +95,19 @@ const (
 // Server is the MTProto server. Create it with NewServer, feed it listeners
 // with Serve (or single connections with ServeConn), stop it with Close.
 type Server struct {
-	cfg     Config
-	handler Handler
-	log     *slog.Logger
-	metrics *Metrics
-	now     func() time.Time
-	rand    io.Reader
-	cipher  crypto.Cipher
-	keys    *keyCache
-	salts   salts
-	ids     msgIDs
-	kx      keyx.Config
-	topts   transport.Options
+	cfg        Config
+	handler    Handler
+	onPresence func(int64, bool)
+	log        *slog.Logger
+	metrics    *Metrics
+	now        func() time.Time
+	rand       io.Reader
+	cipher     crypto.Cipher
+	keys       *keyCache
+	salts      salts
+	ids        msgIDs
+	kx         keyx.Config
+	topts      transport.Options
 
 	handshakes chan struct{}
 	connCount  atomic.Int64
@@ -150,6 +156,7 @@ func NewServer(opts Options) (*Server, error) {
 	s := &Server{
 		cfg:        cfg,
 		handler:    opts.Handler,
+		onPresence: opts.OnPresence,
 		log:        opts.Logger.With("component", "protocol"),
 		metrics:    opts.Metrics,
 		now:        opts.Now,
@@ -369,6 +376,9 @@ func (s *Server) indexPermLocked(key *AuthKey) {
 	if m == nil {
 		m = make(map[int64]struct{})
 		s.byPerm[perm] = m
+		if s.onPresence != nil {
+			s.onPresence(perm, true)
+		}
 	}
 	m[key.ID()] = struct{}{}
 }
@@ -381,6 +391,9 @@ func (s *Server) dropKeyLocked(key *AuthKey) {
 			delete(m, key.ID())
 			if len(m) == 0 {
 				delete(s.byPerm, perm)
+				if s.onPresence != nil {
+					s.onPresence(perm, false)
+				}
 			}
 		}
 	}
