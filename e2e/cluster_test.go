@@ -580,16 +580,20 @@ func TestClusterRetryJoinAndSafeRestart(t *testing.T) {
 		return nil
 	})
 	checkBox(t, d.nodes[1], sessB, 3)
-	m, err := scrape(d.nodes[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"mtnode_raft_applied_index", "mtnode_gossip_members", "mtnode_raft_groups_led"} {
-		if _, ok := m.get(name, nil); !ok {
-			t.Errorf("metric %s missing", name)
+	// The gauges are refreshed every second.
+	waitFor(t, 10*time.Second, func() error {
+		m, err := scrape(d.nodes[0])
+		if err != nil {
+			return err
 		}
-	}
-	if v, _ := m.get("mtnode_gossip_members", nil); v != 3 {
-		t.Errorf("mtnode_gossip_members = %v, want 3", v)
-	}
+		for _, name := range []string{"mtnode_raft_applied_index", "mtnode_gossip_members", "mtnode_raft_groups_led"} {
+			if _, ok := m.get(name, nil); !ok {
+				return fmt.Errorf("metric %s missing", name)
+			}
+		}
+		if v, _ := m.get("mtnode_gossip_members", nil); v != 3 {
+			return fmt.Errorf("mtnode_gossip_members = %v, want 3", v)
+		}
+		return nil
+	})
 }
