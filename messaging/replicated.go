@@ -22,6 +22,34 @@ import (
 type Replicated struct {
 	notifier Notifier
 	notifyMu sync.Mutex // one Notify at a time, as Machine does
+	isLeader func() bool
+}
+
+// PushWhenLeader moves pushing from the proposer to the replica that
+// leads when an entry is applied: events are handed to the notifier after
+// their batch commits (replication.Committer), in commit order, only
+// while isLeader says so. An entry a leader committed but could not
+// answer for (it lost leadership, or its caller gave up) is then still
+// pushed if the new leader applies it; one applied while leadership moves
+// may be pushed by neither, and clients recover with getDifference.
+func (r *Replicated) PushWhenLeader(isLeader func() bool) { r.isLeader = isLeader }
+
+// Committed implements replication.Committer.
+func (r *Replicated) Committed(values []any) {
+	if r.notifier == nil || r.isLeader == nil || !r.isLeader() {
+		return
+	}
+	var events []Event
+	for _, v := range values {
+		if a, ok := v.(Applied); ok {
+			events = append(events, a.Events...)
+		}
+	}
+	if len(events) > 0 {
+		r.notifyMu.Lock()
+		r.notifier.Notify(events)
+		r.notifyMu.Unlock()
+	}
 }
 
 // NewReplicated returns a state machine whose proposals notify n (nil: no
@@ -78,7 +106,7 @@ func (r *Replicated) Propose(ctx context.Context, p Proposer, cmd Command, env E
 	if !ok {
 		return nil, fmt.Errorf("%s: unexpected value %T", cmd.Kind(), v)
 	}
-	if len(a.Events) > 0 && r.notifier != nil {
+	if len(a.Events) > 0 && r.notifier != nil && r.isLeader == nil {
 		r.notifyMu.Lock()
 		r.notifier.Notify(a.Events)
 		r.notifyMu.Unlock()

@@ -392,3 +392,65 @@ func TestReplicatedRejectsUndecodable(t *testing.T) {
 		t.Fatalf("undecodable entry: %v", err)
 	}
 }
+
+// TestReplicatedPushWhenLeader: with PushWhenLeader, events go out from
+// the replica that leads when their entries are applied, once each, in
+// commit order (pts increasing per user), and followers push nothing.
+func TestReplicatedPushWhenLeader(t *testing.T) {
+	rs := newMsgCluster(t)
+	for _, r := range rs {
+		r.sm.PushWhenLeader(r.g.IsLeader)
+	}
+	ld := leader(t, rs)
+	propose := func(cmd Command, now int64) (any, error) {
+		return ld.sm.Propose(context.Background(), ld.g, cmd, envAt(now, byte(now)))
+	}
+	mk := func(phone string, perm, now int64) int64 {
+		sent, err := propose(SendCode{Phone: phone, Length: 5, TTL: 300, TestNumbers: true}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, code := sent.(*SentCode).Hash, sent.(*SentCode).Code
+		if _, err := propose(SignIn{Phone: phone, Hash: h, Code: code, PermKeyID: perm}, now+1); err != nil {
+			t.Fatal(err)
+		}
+		r, err := propose(SignUp{Phone: phone, Hash: h, FirstName: "U", DC: 1, PermKeyID: perm}, now+2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.(*SignInResult).User.ID
+	}
+	a, b := mk("9996655555", 301, 1_700_000_000), mk("9996666666", 302, 1_700_000_010)
+	ld.rec.take()
+	var wg sync.WaitGroup
+	for i := range 32 {
+		wg.Go(func() {
+			if _, err := propose(SendMessage{From: a, Auth: 301, To: UserPeer(b), RandomID: int64(1000 + i), Text: "hi"}, 1_700_000_100+int64(i)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	want := 32 * 2 // an event for A's copy and one for B's
+	deadline := time.Now().Add(10 * time.Second)
+	var got []Event
+	for len(got) < want && time.Now().Before(deadline) {
+		got = append(got, ld.rec.take()...)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if len(got) != want {
+		t.Fatalf("leader pushed %d events, want %d", len(got), want)
+	}
+	last := map[int64]int{}
+	for _, ev := range got {
+		if ev.Pts <= last[ev.UserID] {
+			t.Fatalf("user %d: pts %d pushed after %d", ev.UserID, ev.Pts, last[ev.UserID])
+		}
+		last[ev.UserID] = ev.Pts
+	}
+	for _, r := range rs {
+		if r != ld && len(r.rec.take()) > 0 {
+			t.Errorf("follower %s pushed events", r.id)
+		}
+	}
+}

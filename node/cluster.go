@@ -54,6 +54,7 @@ type clusterNode struct {
 	metrics *clusterMetrics
 	rt      *router
 	notify  messaging.Notifier
+	events  *asyncNotifier // the data group's committed events, to notify
 	// clientAddr is the client address this node advertises.
 	clientAddr func() string
 
@@ -109,10 +110,13 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 	rc.SnapshotInterval = cfg.Cluster.SnapshotInterval.Duration
 	// Group 0 holds the messaging state; groups 1..shards hold the auth
 	// keys, spread by key id.
+	// The data group's events are pushed by whichever replica leads when
+	// they are applied, off raft's FSM goroutine.
+	c.events = newAsyncNotifier(notify, func() { m.pushFrames.WithLabelValues("dropped").Inc() })
 	for g := 0; g <= cfg.Cluster.Shards; g++ {
 		rep := messaging.NewReplicated(nil)
 		if g == int(dataGroup) {
-			rep = messaging.NewReplicated(notify)
+			rep = messaging.NewReplicated(c.events)
 		}
 		layer, err := layers.Layer(uint64(g))
 		if err != nil {
@@ -136,6 +140,9 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 		})
 		if err != nil {
 			return nil, err
+		}
+		if g == int(dataGroup) {
+			rep.PushWhenLeader(grp.IsLeader)
 		}
 		c.groups, c.reps = append(c.groups, grp), append(c.reps, rep)
 	}
@@ -253,6 +260,7 @@ func (c *clusterNode) run() {
 		}
 	})
 	c.log.Info("cluster member starting", "mesh_addr", c.mesh.Addr().String(), "dc", c.cfg.DC)
+	c.spawn(func() { c.events.run(ctx) })
 	c.spawn(func() { c.joinLoop(ctx) })
 	if c.cfg.Cluster.BootstrapExpect > 0 {
 		c.spawn(func() { c.bootstrapLoop(ctx) })

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"log/slog"
 	"sync/atomic"
 
@@ -69,5 +70,40 @@ func (n *notifier) Notify(events []messaging.Event) {
 			}
 		}
 		n.push(to, msg)
+	}
+}
+
+// asyncNotifier hands events to a notifier on a goroutine of its own, in
+// order, so raft's FSM goroutine, which commits them, is not held up by
+// rendering and pushing. The queue is bounded; when it is full, events are
+// dropped (pushes are best effort; pts and getDifference are the truth).
+type asyncNotifier struct {
+	ch      chan []messaging.Event
+	next    messaging.Notifier
+	dropped func()
+}
+
+func newAsyncNotifier(next messaging.Notifier, dropped func()) *asyncNotifier {
+	return &asyncNotifier{ch: make(chan []messaging.Event, 4096), next: next, dropped: dropped}
+}
+
+// Notify implements messaging.Notifier.
+func (a *asyncNotifier) Notify(events []messaging.Event) {
+	select {
+	case a.ch <- events:
+	default:
+		a.dropped()
+	}
+}
+
+// run delivers queued events until ctx ends.
+func (a *asyncNotifier) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-a.ch:
+			a.next.Notify(ev)
+		}
 	}
 }

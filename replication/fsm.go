@@ -34,6 +34,14 @@ type StateMachine interface {
 	Restored(index uint64)
 }
 
+// Committer is an optional extension of StateMachine: Committed is called
+// after each batch of entries is committed, on raft's FSM goroutine, in log
+// order, with the values ApplyCommand returned for the batch's commands
+// (rejected ones left out). Work it does delays later applies.
+type Committer interface {
+	Committed(values []any)
+}
+
 // Response is what FSM.Apply hands raft for a command entry: the state
 // machine's result, or its rejection.
 type Response struct {
@@ -152,6 +160,17 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			break
 		}
 		i = f.applyRun(logs, i, out)
+	}
+	if c, ok := f.sm.(Committer); ok && f.Err() == nil {
+		var values []any
+		for _, r := range out {
+			if r, ok := r.(Response); ok && r.Err == nil && r.Value != nil {
+				values = append(values, r.Value)
+			}
+		}
+		if len(values) > 0 {
+			c.Committed(values)
+		}
 	}
 	return out
 }
