@@ -13,12 +13,13 @@ import (
 // by EncodeCommand, and Propose is the proposing side. It keeps no state
 // of its own, so a snapshot restore needs nothing from it.
 //
-// Events are not pushed where a command is applied: every replica applies
-// every entry, and only one of them may push. ApplyCommand returns the
-// command's Applied (result and events) as its value; raft hands that
-// value back only to the future of the replica that proposed the entry
-// (the leader), and Propose gives the events to the notifier there.
-// Followers compute the same events and drop them.
+// Every replica applies every entry, and only one of them may push its
+// events. ApplyCommand returns the command's Applied (result and events)
+// as its value. With PushWhenLeader, the replica that leads when the
+// entry's batch commits hands the events to the notifier (Committed);
+// without it, raft hands the value back only to the proposer's future and
+// Propose gives the events to the notifier there. Either way followers
+// compute the same events and drop them.
 type Replicated struct {
 	notifier Notifier
 	notifyMu sync.Mutex // one Notify at a time, as Machine does
@@ -87,12 +88,12 @@ type Proposer interface {
 }
 
 // Propose encodes cmd with env, proposes it through p and waits for it to
-// be applied, then hands its events to the notifier and returns its
-// result, as Machine.Apply does on one node. On a follower p answers
-// replication.ErrNotLeader and nothing is proposed. An error other than a
-// rejection leaves the outcome unknown (the entry may still commit; its
-// events are then never pushed, but they are in the users' update logs,
-// which clients read with getDifference): retry with the same random_id.
+// be applied, then returns its result, as Machine.Apply does on one node;
+// without PushWhenLeader it also hands the events to the notifier. On a
+// follower p answers replication.ErrNotLeader and nothing is proposed. An
+// error other than a rejection leaves the outcome unknown (the entry may
+// still commit; its events are in the users' update logs, which clients
+// read with getDifference): retry with the same random_id.
 func (r *Replicated) Propose(ctx context.Context, p Proposer, cmd Command, env Env) (any, error) {
 	entry, err := EncodeCommand(cmd, env)
 	if err != nil {
