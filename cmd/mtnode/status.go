@@ -86,6 +86,16 @@ func printStatus(w io.Writer, st node.ClusterStatus) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.MeshAddr, m.DC, role, applied, lag, leads, state)
 	}
+	// Replicas gossip no longer lists: down, or gone.
+	seen := map[string]bool{}
+	for _, m := range st.Members {
+		seen[m.ID] = true
+	}
+	for _, id := range append(append([]string(nil), g.Voters...), g.NonVoters...) {
+		if !seen[id] {
+			fmt.Fprintf(tw, "%s\t-\t-\t%s\t-\t-\t-\tdown (not in gossip)\n", id, roleOf(id, g))
+		}
+	}
 	tw.Flush()
 }
 
