@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"github.com/gotd/td/tg"
 
 	"github.com/mtnode/mtnode/cluster"
+	"github.com/mtnode/mtnode/internal/freeport"
 	"github.com/mtnode/mtnode/internal/mtclient"
 	mtnode "github.com/mtnode/mtnode/node"
 )
@@ -39,24 +39,15 @@ type dcHarness struct {
 	nodes   []*node
 }
 
-// freeAddr returns a loopback address with a port that was free a moment
-// ago on network ("tcp" or "udp").
+// freeAddr returns a loopback address for a node, free now and outside
+// the ports outgoing connections take (see package freeport).
 func freeAddr(t *testing.T, network string) string {
 	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().String()
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr(network)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // newDC makes cluster secrets with mtnode keygen and a config file with

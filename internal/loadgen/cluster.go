@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mtnode/mtnode/cluster"
+	"github.com/mtnode/mtnode/internal/freeport"
 )
 
 // childCluster is a data center of n child nodes on loopback: secrets made
@@ -241,20 +241,6 @@ func (cl *childCluster) Close() error {
 	return errors.Join(errs...)
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(network string) (string, error) {
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		defer c.Close()
-		return c.LocalAddr().String(), nil
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+// freeAddr returns a loopback address for a child node (see package
+// freeport: not from the ephemeral range the bench's clients use).
+func freeAddr(network string) (string, error) { return freeport.Addr(network) }
