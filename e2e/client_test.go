@@ -334,7 +334,9 @@ var messageLine = regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  (.+?): (.
 func TestClientCommand(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	n := startNode(t, dir)
+	// The restart below reuses the port: take it outside the ephemeral
+	// range, where no parallel test's outgoing connection can grab it.
+	n := startNode(t, dir, "--client-addr", freeAddr(t, "tcp"))
 	sessions := t.TempDir()
 	ann, bob := filepath.Join(sessions, "ann.json"), filepath.Join(sessions, "bob.json")
 

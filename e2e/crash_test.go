@@ -61,7 +61,9 @@ func TestCrashMidStream(t *testing.T) {
 	)
 	dir, sessions := t.TempDir(), t.TempDir()
 	sessA, sessB := filepath.Join(sessions, "a.json"), filepath.Join(sessions, "b.json")
-	n := startNode(t, dir)
+	// The restart below reuses the port: take it outside the ephemeral
+	// range, where no parallel test's outgoing connection can grab it.
+	n := startNode(t, dir, "--client-addr", freeAddr(t, "tcp"))
 
 	signUp(t, n, sessA, "9996610101")
 	b := signUp(t, n, sessB, "9996610102")
