@@ -321,24 +321,8 @@ func TestReplicatedMatchesMachine(t *testing.T) {
 func TestReplicatedConcurrentProposals(t *testing.T) {
 	rs := newMsgCluster(t)
 	ld := leader(t, rs)
-	propose := func(cmd Command, now int64) (any, error) {
-		return ld.sm.Propose(context.Background(), ld.g, cmd, envAt(now, byte(now)))
-	}
-	mk := func(phone string, perm, now int64) int64 {
-		sent, err := propose(SendCode{Phone: phone, Length: 5, TTL: 300, TestNumbers: true}, now)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, code := sent.(*SentCode).Hash, sent.(*SentCode).Code
-		if _, err := propose(SignIn{Phone: phone, Hash: h, Code: code, PermKeyID: perm}, now+1); err != nil {
-			t.Fatal(err)
-		}
-		r, err := propose(SignUp{Phone: phone, Hash: h, FirstName: "U", DC: 1, PermKeyID: perm}, now+2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.(*SignInResult).User.ID
-	}
+	propose := proposeTo(ld)
+	mk := func(phone string, perm, now int64) int64 { return signUpVia(t, propose, phone, perm, now) }
 	a, b := mk("9996633333", 201, 1_700_000_000), mk("9996644444", 202, 1_700_000_010)
 
 	var wg sync.WaitGroup
@@ -402,24 +386,8 @@ func TestReplicatedPushWhenLeader(t *testing.T) {
 		r.sm.PushWhenLeader(r.g.IsLeader)
 	}
 	ld := leader(t, rs)
-	propose := func(cmd Command, now int64) (any, error) {
-		return ld.sm.Propose(context.Background(), ld.g, cmd, envAt(now, byte(now)))
-	}
-	mk := func(phone string, perm, now int64) int64 {
-		sent, err := propose(SendCode{Phone: phone, Length: 5, TTL: 300, TestNumbers: true}, now)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, code := sent.(*SentCode).Hash, sent.(*SentCode).Code
-		if _, err := propose(SignIn{Phone: phone, Hash: h, Code: code, PermKeyID: perm}, now+1); err != nil {
-			t.Fatal(err)
-		}
-		r, err := propose(SignUp{Phone: phone, Hash: h, FirstName: "U", DC: 1, PermKeyID: perm}, now+2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.(*SignInResult).User.ID
-	}
+	propose := proposeTo(ld)
+	mk := func(phone string, perm, now int64) int64 { return signUpVia(t, propose, phone, perm, now) }
 	a, b := mk("9996655555", 301, 1_700_000_000), mk("9996666666", 302, 1_700_000_010)
 	ld.rec.take()
 	var wg sync.WaitGroup
@@ -453,4 +421,30 @@ func TestReplicatedPushWhenLeader(t *testing.T) {
 			t.Errorf("follower %s pushed events", r.id)
 		}
 	}
+}
+
+// proposeTo proposes commands through replica r at the given time.
+func proposeTo(r *msgReplica) func(Command, int64) (any, error) {
+	return func(cmd Command, now int64) (any, error) {
+		return r.sm.Propose(context.Background(), r.g, cmd, envAt(now, byte(now)))
+	}
+}
+
+// signUpVia signs phone up through propose (code, sign-in, sign-up at now,
+// now+1, now+2) for perm key perm and returns the new user's id.
+func signUpVia(t *testing.T, propose func(Command, int64) (any, error), phone string, perm, now int64) int64 {
+	t.Helper()
+	sent, err := propose(SendCode{Phone: phone, Length: 5, TTL: 300, TestNumbers: true}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, code := sent.(*SentCode).Hash, sent.(*SentCode).Code
+	if _, err := propose(SignIn{Phone: phone, Hash: h, Code: code, PermKeyID: perm}, now+1); err != nil {
+		t.Fatal(err)
+	}
+	r, err := propose(SignUp{Phone: phone, Hash: h, FirstName: "U", DC: 1, PermKeyID: perm}, now+2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.(*SignInResult).User.ID
 }
