@@ -39,7 +39,7 @@ func (s *Service) accountGetAuthorizations(ctx context.Context) (*tg.AccountAuth
 		return nil, err
 	}
 	out := &tg.AccountAuthorizations{AuthorizationTTLDays: authorizationTTLDays}
-	err = s.viewState("account.getAuthorizations", func(tx *storage.Txn) error {
+	err = s.viewState("account.getAuthorizations", func(tx storage.Reader) error {
 		perms, err := messaging.UserAuthorizations(tx, uid)
 		if err != nil {
 			return err
@@ -141,7 +141,7 @@ func (s *Service) accountUpdateUsername(ctx context.Context, username string) (t
 // selfUser renders the caller's own user.
 func (s *Service) selfUser(method string, uid int64) (tg.UserClass, error) {
 	var out *tg.User
-	err := s.viewState(method, func(tx *storage.Txn) error {
+	err := s.viewState(method, func(tx storage.Reader) error {
 		var err error
 		out, err = s.userFor(tx, uid, uid)
 		if err == nil && out == nil {
@@ -163,7 +163,7 @@ func (s *Service) accountCheckUsername(ctx context.Context, username string) (bo
 		return false, errUsernameInvalid
 	}
 	free := false
-	err = s.viewState("account.checkUsername", func(tx *storage.Txn) error {
+	err = s.viewState("account.checkUsername", func(tx storage.Reader) error {
 		owner, taken, err := messaging.UserByUsername(tx, username)
 		free = !taken || owner == uid
 		return err

@@ -56,7 +56,7 @@ type State interface {
 	// is unknown and the caller may retry elsewhere.
 	Apply(ctx context.Context, cmd messaging.Command, env messaging.Env) (any, error)
 	// View reads a consistent snapshot.
-	View(fn func(tx *storage.Txn) error) error
+	View(fn func(tx storage.Reader) error) error
 	// Publish hands ephemeral events (typing) to the notifier.
 	Publish(events []messaging.Event)
 }

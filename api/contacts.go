@@ -72,7 +72,7 @@ func (s *Service) contactsImportContacts(ctx context.Context, in []tg.InputPhone
 		out.Imported = append(out.Imported, tg.ImportedContact{UserID: im.UserID, ClientID: im.ClientID})
 		ids[i] = im.UserID
 	}
-	err = s.viewState("contacts.importContacts", func(tx *storage.Txn) error {
+	err = s.viewState("contacts.importContacts", func(tx storage.Reader) error {
 		out.Users, err = s.usersFor(tx, uid, ids)
 		return err
 	})
@@ -104,7 +104,7 @@ func (s *Service) contactsGetContacts(ctx context.Context, hash int64) (tg.Conta
 	}
 	var out *tg.ContactsContacts
 	notModified := false
-	err = s.viewState("contacts.getContacts", func(tx *storage.Txn) error {
+	err = s.viewState("contacts.getContacts", func(tx storage.Reader) error {
 		list, err := messaging.ListContacts(tx, uid)
 		if err != nil {
 			return err
@@ -138,7 +138,7 @@ func (s *Service) contactsGetContacts(ctx context.Context, hash int64) (tg.Conta
 }
 
 // contactUser resolves an InputUser naming a contact list entry.
-func (s *Service) contactUser(tx *storage.Txn, viewer int64, in tg.InputUserClass) (int64, error) {
+func (s *Service) contactUser(tx storage.Reader, viewer int64, in tg.InputUserClass) (int64, error) {
 	id, err := s.resolveUser(tx, viewer, in)
 	if _, isRPC := tgerr.As(err); isRPC {
 		return 0, errContactIDInvalid
@@ -155,7 +155,7 @@ func (s *Service) contactsDeleteContacts(ctx context.Context, in []tg.InputUserC
 		return nil, errContactsListTooLarge
 	}
 	ids := make([]int64, 0, len(in))
-	err = s.viewState("contacts.deleteContacts", func(tx *storage.Txn) error {
+	err = s.viewState("contacts.deleteContacts", func(tx storage.Reader) error {
 		for _, iu := range in {
 			id, err := s.contactUser(tx, uid, iu)
 			if err != nil {
@@ -173,7 +173,7 @@ func (s *Service) contactsDeleteContacts(ctx context.Context, in []tg.InputUserC
 		return nil, err
 	}
 	out := &tg.Updates{Updates: []tg.UpdateClass{}, Chats: []tg.ChatClass{}, Date: int(s.opts.Now().Unix())}
-	err = s.viewState("contacts.deleteContacts", func(tx *storage.Txn) error {
+	err = s.viewState("contacts.deleteContacts", func(tx storage.Reader) error {
 		out.Users, err = s.usersFor(tx, uid, res.([]int64))
 		return err
 	})
@@ -189,7 +189,7 @@ func (s *Service) contactsResolveUsername(ctx context.Context, req *tg.ContactsR
 		return nil, errUsernameInvalid
 	}
 	var out *tg.ContactsResolvedPeer
-	err = s.viewState("contacts.resolveUsername", func(tx *storage.Txn) error {
+	err = s.viewState("contacts.resolveUsername", func(tx storage.Reader) error {
 		id, ok, err := messaging.UserByUsername(tx, req.Username)
 		if err != nil {
 			return err
@@ -228,7 +228,7 @@ func (s *Service) contactsSearch(ctx context.Context, req *tg.ContactsSearchRequ
 	}
 	limit = min(limit, searchLimitMax)
 	out := &tg.ContactsFound{MyResults: []tg.PeerClass{}, Results: []tg.PeerClass{}, Chats: []tg.ChatClass{}}
-	err = s.viewState("contacts.search", func(tx *storage.Txn) error {
+	err = s.viewState("contacts.search", func(tx storage.Reader) error {
 		var ids []int64
 		mine := map[int64]bool{}
 		list, err := messaging.ListContacts(tx, uid)
@@ -294,7 +294,7 @@ func matchesUser(q string, u *messaging.User, c *messaging.Contact) bool {
 // blocked here.
 func (s *Service) blockTarget(method string, viewer int64, in tg.InputPeerClass) (int64, error) {
 	var id int64
-	err := s.viewState(method, func(tx *storage.Txn) error {
+	err := s.viewState(method, func(tx storage.Reader) error {
 		var err error
 		id, err = s.resolvePeer(tx, viewer, in)
 		return err
@@ -355,7 +355,7 @@ func (s *Service) contactsGetBlocked(ctx context.Context, req *tg.ContactsGetBlo
 		total int
 		users []tg.UserClass
 	)
-	err = s.viewState("contacts.getBlocked", func(tx *storage.Txn) error {
+	err = s.viewState("contacts.getBlocked", func(tx storage.Reader) error {
 		var err error
 		page, total, err = messaging.ListBlocked(tx, uid, offset, limit)
 		if err != nil {

@@ -53,7 +53,7 @@ func (s *Service) caller(ctx context.Context) (uid, auth int64, err error) {
 }
 
 // peer resolves an InputPeer to a dialog peer, checking the access hash.
-func (s *Service) peer(tx *storage.Txn, viewer int64, in tg.InputPeerClass) (messaging.Peer, error) {
+func (s *Service) peer(tx storage.Reader, viewer int64, in tg.InputPeerClass) (messaging.Peer, error) {
 	id, err := s.resolvePeer(tx, viewer, in)
 	if err != nil {
 		return messaging.Peer{}, err
@@ -62,7 +62,7 @@ func (s *Service) peer(tx *storage.Txn, viewer int64, in tg.InputPeerClass) (mes
 }
 
 // dialogPeer resolves an InputDialogPeer; folders are not dialogs here.
-func (s *Service) dialogPeer(tx *storage.Txn, viewer int64, in tg.InputDialogPeerClass) (messaging.Peer, error) {
+func (s *Service) dialogPeer(tx storage.Reader, viewer int64, in tg.InputDialogPeerClass) (messaging.Peer, error) {
 	p, ok := in.(*tg.InputDialogPeer)
 	if !ok {
 		return messaging.Peer{}, errPeerInvalid
@@ -73,7 +73,7 @@ func (s *Service) dialogPeer(tx *storage.Txn, viewer int64, in tg.InputDialogPee
 // entities checks formatting entities and encodes them for storage. A
 // mention by InputUser becomes a mention by user id, once its access hash
 // is checked.
-func (s *Service) entities(tx *storage.Txn, viewer int64, in []tg.MessageEntityClass) ([]byte, error) {
+func (s *Service) entities(tx storage.Reader, viewer int64, in []tg.MessageEntityClass) ([]byte, error) {
 	if len(in) > messaging.EntitiesMax {
 		return nil, errEntityBoundsInvalid
 	}
@@ -117,7 +117,7 @@ func renderTL(msgs []*messaging.Message) ([]tg.MessageClass, []int64, error) {
 }
 
 // render turns messages into TL with the users they refer to.
-func (s *Service) render(tx *storage.Txn, viewer int64, msgs []*messaging.Message) ([]tg.MessageClass, []tg.UserClass, error) {
+func (s *Service) render(tx storage.Reader, viewer int64, msgs []*messaging.Message) ([]tg.MessageClass, []tg.UserClass, error) {
 	out, ids, err := renderTL(msgs)
 	if err != nil {
 		return nil, nil, err
@@ -129,7 +129,7 @@ func (s *Service) render(tx *storage.Txn, viewer int64, msgs []*messaging.Messag
 // peerAndEntities resolves the peer a message goes to and checks its
 // entities, as the caller sees them.
 func (s *Service) peerAndEntities(method string, uid int64, in tg.InputPeerClass, ents []tg.MessageEntityClass) (peer messaging.Peer, enc []byte, err error) {
-	err = s.viewState(method, func(tx *storage.Txn) error {
+	err = s.viewState(method, func(tx storage.Reader) error {
 		if peer, err = s.peer(tx, uid, in); err != nil {
 			return err
 		}
@@ -143,7 +143,7 @@ func (s *Service) peerAndEntities(method string, uid int64, in tg.InputPeerClass
 // viewer sees them; wrap turns the rendered messages into the updates.
 func (s *Service) messageUpdates(method string, viewer int64, msgs []*messaging.Message, wrap func([]tg.MessageClass) []tg.UpdateClass) (*tg.Updates, error) {
 	out := &tg.Updates{Date: int(s.opts.Now().Unix())}
-	err := s.viewState(method, func(tx *storage.Txn) error {
+	err := s.viewState(method, func(tx storage.Reader) error {
 		rendered, users, err := s.render(tx, viewer, msgs)
 		if err != nil {
 			return err
@@ -197,7 +197,7 @@ func (s *Service) messagesForwardMessages(ctx context.Context, req *tg.MessagesF
 		From: uid, Auth: auth, IDs: req.ID, RandomIDs: req.RandomID,
 		DropAuthor: req.DropAuthor, Silent: req.Silent,
 	}
-	err = s.viewState(method, func(tx *storage.Txn) error {
+	err = s.viewState(method, func(tx storage.Reader) error {
 		if cmd.FromPeer, err = s.peer(tx, uid, req.FromPeer); err != nil {
 			return err
 		}
@@ -271,7 +271,7 @@ func (s *Service) messagesReadHistory(ctx context.Context, req *tg.MessagesReadH
 		return nil, err
 	}
 	cmd := messaging.ReadHistory{User: uid, Auth: auth, MaxID: req.MaxID}
-	err = s.viewState(method, func(tx *storage.Txn) error {
+	err = s.viewState(method, func(tx storage.Reader) error {
 		cmd.Peer, err = s.peer(tx, uid, req.Peer)
 		return err
 	})
@@ -288,7 +288,7 @@ func (s *Service) messagesReadHistory(ctx context.Context, req *tg.MessagesReadH
 
 // messagesPage answers a history or search page: messages.messages when
 // it holds the whole list, messages.messagesSlice otherwise.
-func (s *Service) messagesPage(tx *storage.Txn, viewer int64, pg messaging.Page) (tg.MessagesMessagesClass, error) {
+func (s *Service) messagesPage(tx storage.Reader, viewer int64, pg messaging.Page) (tg.MessagesMessagesClass, error) {
 	msgs, users, err := s.render(tx, viewer, pg.Msgs)
 	if err != nil {
 		return nil, err
@@ -306,7 +306,7 @@ func (s *Service) messagesGetHistory(ctx context.Context, req *tg.MessagesGetHis
 		return nil, err
 	}
 	var out tg.MessagesMessagesClass
-	err = s.viewState(method, func(tx *storage.Txn) error {
+	err = s.viewState(method, func(tx storage.Reader) error {
 		p, err := s.peer(tx, uid, req.Peer)
 		if err != nil {
 			return err
@@ -335,7 +335,7 @@ func (s *Service) messagesSearch(ctx context.Context, req *tg.MessagesSearchRequ
 		return empty, nil // longer than any message: nothing can match
 	}
 	var out tg.MessagesMessagesClass
-	err = s.viewState(method, func(tx *storage.Txn) error {
+	err = s.viewState(method, func(tx storage.Reader) error {
 		p, err := s.peer(tx, uid, req.Peer)
 		if err != nil {
 			return err
@@ -383,7 +383,7 @@ func (s *Service) messagesGetMessages(ctx context.Context, in []tg.InputMessageC
 		}
 	}
 	var out tg.MessagesMessagesClass
-	err = s.viewState(method, func(tx *storage.Txn) error {
+	err = s.viewState(method, func(tx storage.Reader) error {
 		msgs, err := messaging.GetMessages(tx, uid, ids)
 		if err != nil {
 			return err
@@ -417,7 +417,7 @@ func (s *Service) messagesGetMessages(ctx context.Context, in []tg.InputMessageC
 }
 
 // dialogs renders dialogs with their top messages and users.
-func (s *Service) dialogs(tx *storage.Txn, uid int64, ds []*messaging.Dialog) (dialogs []tg.DialogClass, msgs []tg.MessageClass, users []tg.UserClass, err error) {
+func (s *Service) dialogs(tx storage.Reader, uid int64, ds []*messaging.Dialog) (dialogs []tg.DialogClass, msgs []tg.MessageClass, users []tg.UserClass, err error) {
 	pins, err := messaging.PinnedDialogs(tx, uid)
 	if err != nil {
 		return nil, nil, nil, err
@@ -488,7 +488,7 @@ func (s *Service) messagesGetDialogs(ctx context.Context, req *tg.MessagesGetDia
 		q.OffsetPeer = &op
 	}
 	var out tg.MessagesDialogsClass
-	err = s.viewState(method, func(tx *storage.Txn) error {
+	err = s.viewState(method, func(tx storage.Reader) error {
 		list, total, err := messaging.ListDialogs(tx, uid, q)
 		if err != nil {
 			return err
@@ -510,7 +510,7 @@ func (s *Service) messagesGetDialogs(ctx context.Context, req *tg.MessagesGetDia
 
 // peerDialogs answers getPeerDialogs and getPinnedDialogs, which carry the
 // caller's update state.
-func (s *Service) peerDialogs(tx *storage.Txn, uid int64, list []*messaging.Dialog) (*tg.MessagesPeerDialogs, error) {
+func (s *Service) peerDialogs(tx storage.Reader, uid int64, list []*messaging.Dialog) (*tg.MessagesPeerDialogs, error) {
 	dialogs, msgs, users, err := s.dialogs(tx, uid, list)
 	if err != nil {
 		return nil, err
@@ -532,7 +532,7 @@ func (s *Service) messagesGetPeerDialogs(ctx context.Context, peers []tg.InputDi
 		return nil, errLimitInvalid
 	}
 	var out *tg.MessagesPeerDialogs
-	err = s.viewState(method, func(tx *storage.Txn) error {
+	err = s.viewState(method, func(tx storage.Reader) error {
 		var list []*messaging.Dialog
 		for _, in := range peers {
 			p, err := s.dialogPeer(tx, uid, in)
@@ -563,7 +563,7 @@ func (s *Service) messagesGetPinnedDialogs(ctx context.Context, folderID int) (*
 		return nil, err
 	}
 	var out *tg.MessagesPeerDialogs
-	err = s.viewState(method, func(tx *storage.Txn) error {
+	err = s.viewState(method, func(tx storage.Reader) error {
 		var list []*messaging.Dialog
 		if folderID == 0 {
 			if list, err = messaging.PinnedDialogs(tx, uid); err != nil {
@@ -583,7 +583,7 @@ func (s *Service) messagesToggleDialogPin(ctx context.Context, req *tg.MessagesT
 		return false, err
 	}
 	cmd := messaging.ToggleDialogPin{User: uid, Auth: auth, Pinned: req.Pinned}
-	err = s.viewState(method, func(tx *storage.Txn) error {
+	err = s.viewState(method, func(tx storage.Reader) error {
 		cmd.Peer, err = s.dialogPeer(tx, uid, req.Peer)
 		return err
 	})
@@ -608,7 +608,7 @@ func (s *Service) messagesSetTyping(ctx context.Context, req *tg.MessagesSetTypi
 		return false, tgerr.New(400, "TYPE_CONSTRUCTOR_INVALID")
 	}
 	var to int64
-	err = s.viewState(method, func(tx *storage.Txn) error {
+	err = s.viewState(method, func(tx storage.Reader) error {
 		p, err := s.peer(tx, uid, req.Peer)
 		if err != nil {
 			return err

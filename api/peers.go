@@ -16,7 +16,7 @@ var (
 
 // resolveUser turns an InputUser into a user id, checking the access hash
 // the viewer presented. inputUserSelf is the viewer.
-func (s *Service) resolveUser(tx *storage.Txn, viewer int64, in tg.InputUserClass) (int64, error) {
+func (s *Service) resolveUser(tx storage.Reader, viewer int64, in tg.InputUserClass) (int64, error) {
 	switch u := in.(type) {
 	case *tg.InputUserSelf:
 		return viewer, nil
@@ -29,7 +29,7 @@ func (s *Service) resolveUser(tx *storage.Txn, viewer int64, in tg.InputUserClas
 
 // resolvePeer turns an InputPeer naming a user into a user id. Chats and
 // channels come with their issues.
-func (s *Service) resolvePeer(tx *storage.Txn, viewer int64, in tg.InputPeerClass) (int64, error) {
+func (s *Service) resolvePeer(tx storage.Reader, viewer int64, in tg.InputPeerClass) (int64, error) {
 	switch p := in.(type) {
 	case *tg.InputPeerSelf:
 		return viewer, nil
@@ -40,7 +40,7 @@ func (s *Service) resolvePeer(tx *storage.Txn, viewer int64, in tg.InputPeerClas
 	}
 }
 
-func (s *Service) checkUser(tx *storage.Txn, viewer, id, hash int64, bad error) (int64, error) {
+func (s *Service) checkUser(tx storage.Reader, viewer, id, hash int64, bad error) (int64, error) {
 	if id == viewer {
 		return id, nil
 	}

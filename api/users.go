@@ -25,7 +25,7 @@ func (s *Service) registerUsers() {
 // either side has the other in contacts (the viewer knows the number, or
 // the user's default privacy shows it to their contacts). It returns nil
 // if there is no such user. Every namespace renders users through it.
-func (s *Service) userFor(tx *storage.Txn, viewer, uid int64) (*tg.User, error) {
+func (s *Service) userFor(tx storage.Reader, viewer, uid int64) (*tg.User, error) {
 	u, ok, err := messaging.GetUser(tx, uid)
 	if err != nil || !ok {
 		return nil, err
@@ -50,7 +50,7 @@ func (s *Service) userFor(tx *storage.Txn, viewer, uid int64) (*tg.User, error) 
 }
 
 // usersFor renders the users among ids that exist, each once, in order.
-func (s *Service) usersFor(tx *storage.Txn, viewer int64, ids []int64) ([]tg.UserClass, error) {
+func (s *Service) usersFor(tx storage.Reader, viewer int64, ids []int64) ([]tg.UserClass, error) {
 	out := make([]tg.UserClass, 0, len(ids))
 	seen := make(map[int64]bool, len(ids))
 	for _, id := range ids {
@@ -80,7 +80,7 @@ func (s *Service) usersGetUsers(ctx context.Context, in []tg.InputUserClass) ([]
 		return nil, errLimitInvalid
 	}
 	var out []tg.UserClass
-	err = s.viewState("users.getUsers", func(tx *storage.Txn) error {
+	err = s.viewState("users.getUsers", func(tx storage.Reader) error {
 		ids := make([]int64, 0, len(in))
 		for _, iu := range in {
 			id, err := s.resolveUser(tx, viewer, iu)
@@ -102,7 +102,7 @@ func (s *Service) usersGetFullUser(ctx context.Context, in tg.InputUserClass) (*
 		return nil, err
 	}
 	var out *tg.UsersUserFull
-	err = s.viewState("users.getFullUser", func(tx *storage.Txn) error {
+	err = s.viewState("users.getFullUser", func(tx storage.Reader) error {
 		id, err := s.resolveUser(tx, viewer, in)
 		if err != nil {
 			return err

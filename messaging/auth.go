@@ -115,7 +115,7 @@ func (s *LoginState) clearCode() {
 	s.Hash, s.Code, s.Expires, s.Attempts, s.Verified = "", "", 0, 0, false
 }
 
-func getLogin(tx *storage.Txn, phone string) (*LoginState, bool, error) {
+func getLogin(tx storage.Reader, phone string) (*LoginState, bool, error) {
 	var s LoginState
 	found, err := getJSON(tx, key("login", phone), &s)
 	return &s, found, err

@@ -122,7 +122,7 @@ func TestSignUpThenSignIn(t *testing.T) {
 	if r.User == nil || r.User.ID != u.ID || r.Auth.Device != "pc" {
 		t.Fatalf("sign in: %+v", r)
 	}
-	err := m.View(func(tx *storage.Txn) error {
+	err := m.View(func(tx storage.Reader) error {
 		perms, err := UserAuthorizations(tx, u.ID)
 		if len(perms) != 2 || perms[0] != 7 || perms[1] != 8 {
 			t.Errorf("authorizations %v", perms)
@@ -205,7 +205,7 @@ func TestLoginRecordsAreSwept(t *testing.T) {
 	sendCode(t, m, "15550100000", 100)
 	sendCode(t, m, "15550100001", 200)
 	count := func() (n int) {
-		_ = m.View(func(tx *storage.Txn) error {
+		_ = m.View(func(tx storage.Reader) error {
 			return tx.Iterate(key("login", ""), nil, false, func(_, _ []byte) (bool, error) { n++; return true, nil })
 		})
 		return n
@@ -233,7 +233,7 @@ func TestLogOutAndResetAuthorizations(t *testing.T) {
 		apply[*SignInResult](t, m, SignIn{Phone: u.Phone, Hash: sent.Hash, Code: sent.Code, PermKeyID: perm}, envAt(100, byte(perm*40)))
 	}
 	var auth3 *Authorization
-	_ = m.View(func(tx *storage.Txn) error {
+	_ = m.View(func(tx storage.Reader) error {
 		auth3, _, _ = GetAuthorization(tx, 3)
 		return nil
 	})
@@ -256,7 +256,7 @@ func TestLogOutAndResetAuthorizations(t *testing.T) {
 	if out := apply[[]int64](t, m, ResetAuthorizations{UserID: u.ID, Keep: 1}, envAt(202, 0)); len(out) != 1 || out[0] != 2 {
 		t.Fatalf("reset all: %v", out)
 	}
-	_ = m.View(func(tx *storage.Txn) error {
+	_ = m.View(func(tx storage.Reader) error {
 		perms, _ := UserAuthorizations(tx, u.ID)
 		if len(perms) != 1 || perms[0] != 1 {
 			t.Errorf("left %v", perms)

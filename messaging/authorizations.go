@@ -23,7 +23,7 @@ type Authorization struct {
 }
 
 // GetAuthorization returns the authorization of a permanent key.
-func GetAuthorization(tx *storage.Txn, permKeyID int64) (*Authorization, bool, error) {
+func GetAuthorization(tx storage.Reader, permKeyID int64) (*Authorization, bool, error) {
 	var a Authorization
 	found, err := getJSON(tx, key("auth", permKeyID), &a)
 	if !found || err != nil {
@@ -49,7 +49,7 @@ func DeleteAuthorization(tx *storage.Txn, a *Authorization) error {
 }
 
 // UserAuthorizations lists the permanent key ids signed in as uid.
-func UserAuthorizations(tx *storage.Txn, uid int64) ([]int64, error) {
+func UserAuthorizations(tx storage.Reader, uid int64) ([]int64, error) {
 	var out []int64
 	prefix := key("uauth", uid, "")
 	err := tx.Iterate(prefix, nil, false, func(k, _ []byte) (bool, error) {

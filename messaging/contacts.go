@@ -33,7 +33,7 @@ var errContactIDInvalid = Reject(400, "CONTACT_ID_INVALID")
 // IsBlocked reports whether owner has blocked other. Commands that deliver
 // something from other to owner (messages, calls) check it and refuse with
 // YOU_BLOCKED_USER / USER_IS_BLOCKED as Telegram does.
-func IsBlocked(tx *storage.Txn, owner, other int64) (bool, error) {
+func IsBlocked(tx storage.Reader, owner, other int64) (bool, error) {
 	_, ok, err := getInt(tx, key("block", owner, other))
 	return ok, err
 }
@@ -48,7 +48,7 @@ type Contact struct {
 }
 
 // GetContact returns owner's contact entry for uid.
-func GetContact(tx *storage.Txn, owner, uid int64) (*Contact, bool, error) {
+func GetContact(tx storage.Reader, owner, uid int64) (*Contact, bool, error) {
 	var c Contact
 	found, err := getJSON(tx, key("contact", owner, uid), &c)
 	if !found || err != nil {
@@ -58,7 +58,7 @@ func GetContact(tx *storage.Txn, owner, uid int64) (*Contact, bool, error) {
 }
 
 // IsContact reports whether owner has uid in their contacts.
-func IsContact(tx *storage.Txn, owner, uid int64) (bool, error) {
+func IsContact(tx storage.Reader, owner, uid int64) (bool, error) {
 	_, err := tx.Get(key("contact", owner, uid))
 	if err == nil {
 		return true, nil
@@ -71,7 +71,7 @@ func IsContact(tx *storage.Txn, owner, uid int64) (bool, error) {
 
 // ListContacts returns owner's contacts in user id order (at most
 // ContactsMax).
-func ListContacts(tx *storage.Txn, owner int64) ([]Contact, error) {
+func ListContacts(tx storage.Reader, owner int64) ([]Contact, error) {
 	var out []Contact
 	err := tx.Iterate(key("contact", owner, ""), nil, false, func(k, v []byte) (bool, error) {
 		var c Contact
@@ -84,7 +84,7 @@ func ListContacts(tx *storage.Txn, owner int64) ([]Contact, error) {
 	return out, err
 }
 
-func contactCount(tx *storage.Txn, owner int64) (int64, error) {
+func contactCount(tx storage.Reader, owner int64) (int64, error) {
 	n, _, err := getInt(tx, key("contactn", owner))
 	return n, err
 }
@@ -314,7 +314,7 @@ func (c Unblock) apply(tx *storage.Txn, env Env) (any, error) {
 // ListBlocked returns owner's block list, most recently blocked first,
 // skipping offset entries and returning at most limit, and the list's
 // length. Skipping costs a key read per entry skipped.
-func ListBlocked(tx *storage.Txn, owner int64, offset, limit int) ([]Blocked, int, error) {
+func ListBlocked(tx storage.Reader, owner int64, offset, limit int) ([]Blocked, int, error) {
 	n, _, err := getInt(tx, key("blockn", owner))
 	if err != nil {
 		return nil, 0, err

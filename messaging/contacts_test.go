@@ -25,7 +25,7 @@ func TestImportAndDeleteContacts(t *testing.T) {
 	}
 	// Importing again renames and does not count twice.
 	apply[*ImportResult](t, m, ImportContacts{Owner: a.ID, Contacts: []PhoneContact{{ClientID: 9, Phone: b.Phone, FirstName: "B"}}}, envAt(300, 0))
-	_ = m.View(func(tx *storage.Txn) error {
+	_ = m.View(func(tx storage.Reader) error {
 		cs, err := ListContacts(tx, a.ID)
 		if err != nil || len(cs) != 1 || cs[0].UserID != b.ID || cs[0].FirstName != "B" || cs[0].Date != 200 {
 			t.Errorf("contacts %+v, %v", cs, err)
@@ -41,7 +41,7 @@ func TestImportAndDeleteContacts(t *testing.T) {
 	if out := apply[[]int64](t, m, DeleteContacts{Owner: a.ID, IDs: []int64{b.ID, a.ID, 12345}}, envAt(400, 0)); len(out) != 1 || out[0] != b.ID {
 		t.Fatalf("deleted %v", out)
 	}
-	_ = m.View(func(tx *storage.Txn) error {
+	_ = m.View(func(tx storage.Reader) error {
 		if ok, _ := IsContact(tx, a.ID, b.ID); ok {
 			t.Error("still a contact")
 		}
@@ -94,7 +94,7 @@ func TestBlockList(t *testing.T) {
 	if !apply[bool](t, m, Unblock{Owner: a.ID, Other: others[1]}, envAt(301, 0)) || apply[bool](t, m, Unblock{Owner: a.ID, Other: others[1]}, envAt(302, 0)) {
 		t.Fatal("unblock")
 	}
-	_ = m.View(func(tx *storage.Txn) error {
+	_ = m.View(func(tx storage.Reader) error {
 		for i, o := range others {
 			if blocked, _ := IsBlocked(tx, a.ID, o); blocked != (i != 1) {
 				t.Errorf("IsBlocked(%d) = %v", i, blocked)

@@ -63,7 +63,7 @@ func (d *Dialog) orderKey(uid int64) []byte {
 }
 
 // GetDialog loads uid's dialog with p.
-func GetDialog(tx *storage.Txn, uid int64, p Peer) (*Dialog, bool, error) {
+func GetDialog(tx storage.Reader, uid int64, p Peer) (*Dialog, bool, error) {
 	var d Dialog
 	found, err := getJSON(tx, key("dlg", uid, p.key()), &d)
 	if !found || err != nil {
@@ -175,7 +175,7 @@ func dialogRemove(tx *storage.Txn, owner int64, m *Message) error {
 }
 
 // pinned lists uid's pinned dialogs in order.
-func pinned(tx *storage.Txn, uid int64) ([]Peer, error) {
+func pinned(tx storage.Reader, uid int64) ([]Peer, error) {
 	var out []Peer
 	_, err := getJSON(tx, key("dpin", uid), &out)
 	return out, err
@@ -191,7 +191,7 @@ func indexPeer(ps []Peer, p Peer) int {
 }
 
 // PinnedDialogs lists uid's pinned dialogs, in pin order.
-func PinnedDialogs(tx *storage.Txn, uid int64) ([]*Dialog, error) {
+func PinnedDialogs(tx storage.Reader, uid int64) ([]*Dialog, error) {
 	pins, err := pinned(tx, uid)
 	if err != nil {
 		return nil, err
@@ -210,7 +210,7 @@ func PinnedDialogs(tx *storage.Txn, uid int64) ([]*Dialog, error) {
 }
 
 // IsPinned reports whether uid pinned the dialog with p.
-func IsPinned(tx *storage.Txn, uid int64, p Peer) (bool, error) {
+func IsPinned(tx storage.Reader, uid int64, p Peer) (bool, error) {
 	pins, err := pinned(tx, uid)
 	return indexPeer(pins, p) >= 0, err
 }
@@ -238,7 +238,7 @@ const DialogsMax = 100
 
 // ListDialogs returns one page of uid's dialogs and the total number of
 // dialogs.
-func ListDialogs(tx *storage.Txn, uid int64, q DialogsQuery) ([]*Dialog, int, error) {
+func ListDialogs(tx storage.Reader, uid int64, q DialogsQuery) ([]*Dialog, int, error) {
 	total, _, err := getInt(tx, key("dcount", uid))
 	if err != nil {
 		return nil, 0, err

@@ -43,7 +43,7 @@ type Page struct {
 }
 
 // History returns a page of uid's dialog with p.
-func History(tx *storage.Txn, uid int64, p Peer, q HistoryQuery) (Page, error) {
+func History(tx storage.Reader, uid int64, p Peer, q HistoryQuery) (Page, error) {
 	d, ok, err := GetDialog(tx, uid, p)
 	if err != nil || !ok {
 		return Page{}, err
@@ -56,7 +56,7 @@ func History(tx *storage.Txn, uid int64, p Peer, q HistoryQuery) (Page, error) {
 // Search returns a page of the messages of uid's dialog with p whose text
 // contains text (case-insensitively), and from the user from if from is
 // not 0. An empty text matches every message.
-func Search(tx *storage.Txn, uid int64, p Peer, text string, from int64, q HistoryQuery) (Page, error) {
+func Search(tx storage.Reader, uid int64, p Peer, text string, from int64, q HistoryQuery) (Page, error) {
 	d, ok, err := GetDialog(tx, uid, p)
 	if err != nil || !ok {
 		return Page{}, err
@@ -75,7 +75,7 @@ func Search(tx *storage.Txn, uid int64, p Peer, text string, from int64, q Histo
 // window's messages are loaded; with match set, messages are loaded to be
 // tested and the scan goes on past the window (within scanMax) to count
 // the matches.
-func page(tx *storage.Txn, uid int64, p Peer, d *Dialog, q HistoryQuery, match func(*Message) bool) (Page, error) {
+func page(tx storage.Reader, uid int64, p Peer, d *Dialog, q HistoryQuery, match func(*Message) bool) (Page, error) {
 	limit := clampLimit(q.Limit, HistoryMax)
 	// start: the first id that is not newer than the page's anchor.
 	start := d.TopMessage + 1
@@ -242,7 +242,7 @@ func page(tx *storage.Txn, uid int64, p Peer, d *Dialog, q HistoryQuery, match f
 // lastBefore finds the newest message of the dialog sent before date (0
 // if none). Dates never decrease with ids in a box (boxDate), so a binary
 // search over ids finds it with O(log n) seeks.
-func lastBefore(tx *storage.Txn, uid int64, p Peer, top int, date int64) (int, error) {
+func lastBefore(tx storage.Reader, uid int64, p Peer, top int, date int64) (int, error) {
 	prefix := histPrefix(uid, p)
 	lo, hi, ans := 1, top, 0
 	for lo <= hi {
@@ -272,7 +272,7 @@ func lastBefore(tx *storage.Txn, uid int64, p Peer, top int, date int64) (int, e
 
 // GetMessages loads uid's copies of ids; a missing id (never sent, deleted,
 // or someone else's) is nil.
-func GetMessages(tx *storage.Txn, uid int64, ids []int) ([]*Message, error) {
+func GetMessages(tx storage.Reader, uid int64, ids []int) ([]*Message, error) {
 	out := make([]*Message, len(ids))
 	for i, id := range ids {
 		m, ok, err := GetMessage(tx, uid, id)

@@ -71,7 +71,7 @@ func historyFixture(t *testing.T) (*fixture, []*Message) {
 		}
 	}
 	var all []*Message
-	f.view(func(tx *storage.Txn) error {
+	f.view(func(tx storage.Reader) error {
 		return tx.Iterate(histPrefix(alice, UserPeer(bob)), nil, true, func(k, v []byte) (bool, error) {
 			e, err := decodeHist(k, v)
 			if err != nil {
@@ -99,7 +99,7 @@ func TestHistoryMatchesOffsetsSpec(t *testing.T) {
 	limits := []int{0, 1, 5, 10, 20, 100, 1000}
 	filters := [][2]int{{0, 0}, {all[5].ID, 0}, {0, all[30].ID}, {all[5].ID, all[30].ID}}
 	n := 0
-	f.view(func(tx *storage.Txn) error {
+	f.view(func(tx storage.Reader) error {
 		check := func(q HistoryQuery) {
 			pg, err := History(tx, alice, UserPeer(bob), q)
 			if err != nil {
@@ -143,7 +143,7 @@ func TestSearchMatchesOffsetsSpec(t *testing.T) {
 			needles = append(needles, m)
 		}
 	}
-	f.view(func(tx *storage.Txn) error {
+	f.view(func(tx storage.Reader) error {
 		for _, q := range []HistoryQuery{
 			{}, {Limit: 2}, {Limit: 2, AddOffset: 2}, {OffsetID: needles[3].ID, Limit: 3},
 			{OffsetID: needles[3].ID, AddOffset: -2, Limit: 4}, {MinDate: needles[5].Date},
@@ -184,7 +184,7 @@ func TestSearchMatchesOffsetsSpec(t *testing.T) {
 func TestGetMessagesIsPerBox(t *testing.T) {
 	f := newFixture(t, alice, bob, carol)
 	f.send(alice, bob, "mine")
-	f.view(func(tx *storage.Txn) error {
+	f.view(func(tx storage.Reader) error {
 		ms, err := GetMessages(tx, carol, []int{1, 2})
 		if err != nil || ms[0] != nil || ms[1] != nil {
 			t.Fatalf("carol sees %v %v", ms, err)

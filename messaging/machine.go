@@ -228,8 +228,8 @@ func applyOne(tx *storage.Txn, p *pending) (any, []Event, error) {
 }
 
 // View runs a read-only query against a consistent snapshot.
-func (m *Machine) View(fn func(tx *storage.Txn) error) error {
-	return m.table.View(fn)
+func (m *Machine) View(fn func(tx storage.Reader) error) error {
+	return m.table.View(func(tx *storage.Txn) error { return fn(tx) })
 }
 
 // Publish hands ephemeral events (typing) straight to the notifier. They

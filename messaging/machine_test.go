@@ -68,7 +68,7 @@ func TestUpdateLogIsGaplessAndAtomic(t *testing.T) {
 	if len(rec.events) != 5 || rec.events[4].Pts != 5 {
 		t.Fatalf("events: %+v", rec.events)
 	}
-	err := m.View(func(tx *storage.Txn) error {
+	err := m.View(func(tx storage.Reader) error {
 		recs, err := UpdatesSince(tx, uid, 1, 10)
 		if err != nil {
 			return err
@@ -147,7 +147,7 @@ func TestConcurrentCommandsCommitInGroups(t *testing.T) {
 			t.Fatalf("event %d has pts %d: notified out of order", i, ev.Pts)
 		}
 	}
-	err := m.View(func(tx *storage.Txn) error {
+	err := m.View(func(tx storage.Reader) error {
 		st, err := GetState(tx, uid)
 		if err != nil {
 			return err

@@ -290,7 +290,7 @@ func decodeHist(k, v []byte) (histEntry, error) {
 func histPrefix(uid int64, p Peer) []byte { return key("hist", uid, p.key(), "") }
 
 // GetMessage loads uid's copy of message id.
-func GetMessage(tx *storage.Txn, uid int64, id int) (*Message, bool, error) {
+func GetMessage(tx storage.Reader, uid int64, id int) (*Message, bool, error) {
 	if id <= 0 {
 		return nil, false, nil
 	}
@@ -311,7 +311,7 @@ func putMessage(tx *storage.Txn, uid int64, m *Message) error {
 
 // peerCopyID finds the id of the other participant's copy of m (0 if it
 // has none: Saved Messages, or deleted there).
-func peerCopyID(tx *storage.Txn, owner int64, m *Message) (int, error) {
+func peerCopyID(tx storage.Reader, owner int64, m *Message) (int, error) {
 	if m.Peer.Kind != PeerKindUser || m.Peer.ID == owner {
 		return 0, nil
 	}
@@ -328,7 +328,7 @@ func peerCopyID(tx *storage.Txn, owner int64, m *Message) (int, error) {
 // boxDate is the date for a new entry in uid's box: the command's time, but
 // never before the box's last date, so that dates grow with ids (history
 // seeks by date rely on it) even if a later leader's clock is behind.
-func boxDate(tx *storage.Txn, uid, now int64) (int64, error) {
+func boxDate(tx storage.Reader, uid, now int64) (int64, error) {
 	s, err := GetState(tx, uid)
 	if err != nil {
 		return 0, err
@@ -378,7 +378,7 @@ func postMessage(tx *storage.Txn, env Env, owner int64, m *Message, except int64
 }
 
 // checkRecipient says whether from may write to user to.
-func checkRecipient(tx *storage.Txn, from int64, to Peer) error {
+func checkRecipient(tx storage.Reader, from int64, to Peer) error {
 	if to.Kind != PeerKindUser {
 		return ErrPeerInvalid
 	}
@@ -481,7 +481,7 @@ func (c SendMessage) apply(tx *storage.Txn, env Env) (any, error) {
 }
 
 // sentBefore returns the message From sent with randomID, if any.
-func sentBefore(tx *storage.Txn, from, randomID int64) (*Message, bool, error) {
+func sentBefore(tx storage.Reader, from, randomID int64) (*Message, bool, error) {
 	id, ok, err := getInt(tx, key("rid", from, randomID))
 	if !ok || err != nil {
 		return nil, false, err
@@ -965,7 +965,7 @@ func (c ReadHistory) apply(tx *storage.Txn, env Env) (any, error) {
 }
 
 // countIncoming counts owner's incoming messages in dialog p after id.
-func countIncoming(tx *storage.Txn, owner int64, p Peer, after int) (int, error) {
+func countIncoming(tx storage.Reader, owner int64, p Peer, after int) (int, error) {
 	n := 0
 	err := tx.Iterate(histPrefix(owner, p), key("hist", owner, p.key(), after+1), false, func(k, v []byte) (bool, error) {
 		e, err := decodeHist(k, v)

@@ -15,7 +15,7 @@ import (
 // states for message boxes, dialogs and update logs.
 func checkInvariants(t *testing.T, f *fixture, users []int64) {
 	t.Helper()
-	f.view(func(tx *storage.Txn) error {
+	f.view(func(tx storage.Reader) error {
 		for _, u := range users {
 			st, err := GetState(tx, u)
 			if err != nil {

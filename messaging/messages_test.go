@@ -89,7 +89,7 @@ func (f *fixture) send(from, to int64, text string) *Message {
 	return f.must(SendMessage{From: from, Auth: authOf(from), To: UserPeer(to), RandomID: rid, Text: text}).(Sent).Msg
 }
 
-func (f *fixture) view(fn func(tx *storage.Txn) error) {
+func (f *fixture) view(fn func(tx storage.Reader) error) {
 	f.t.Helper()
 	if err := f.m.View(fn); err != nil {
 		f.t.Fatal(err)
@@ -98,19 +98,19 @@ func (f *fixture) view(fn func(tx *storage.Txn) error) {
 
 func (f *fixture) state(uid int64) State {
 	var s State
-	f.view(func(tx *storage.Txn) (err error) { s, err = GetState(tx, uid); return })
+	f.view(func(tx storage.Reader) (err error) { s, err = GetState(tx, uid); return })
 	return s
 }
 
 func (f *fixture) dialog(uid int64, p int64) *Dialog {
 	var d *Dialog
-	f.view(func(tx *storage.Txn) (err error) { d, _, err = GetDialog(tx, uid, UserPeer(p)); return })
+	f.view(func(tx storage.Reader) (err error) { d, _, err = GetDialog(tx, uid, UserPeer(p)); return })
 	return d
 }
 
 func (f *fixture) msg(uid int64, id int) *Message {
 	var m *Message
-	f.view(func(tx *storage.Txn) (err error) { m, _, err = GetMessage(tx, uid, id); return })
+	f.view(func(tx storage.Reader) (err error) { m, _, err = GetMessage(tx, uid, id); return })
 	return m
 }
 
@@ -508,7 +508,7 @@ func TestDraftsAndPins(t *testing.T) {
 		t.Fatalf("draft-only dialog %+v", d)
 	}
 	var list []*Dialog
-	f.view(func(tx *storage.Txn) (err error) { list, _, err = ListDialogs(tx, alice, DialogsQuery{}); return })
+	f.view(func(tx storage.Reader) (err error) { list, _, err = ListDialogs(tx, alice, DialogsQuery{}); return })
 	if len(list) != 1 {
 		t.Fatalf("dialogs %+v", list)
 	}
@@ -561,7 +561,7 @@ func TestDialogListPinnedFirstAndPaged(t *testing.T) {
 	for page := 0; page < 20; page++ {
 		var list []*Dialog
 		var total int
-		f.view(func(tx *storage.Txn) (err error) { list, total, err = ListDialogs(tx, alice, q); return })
+		f.view(func(tx storage.Reader) (err error) { list, total, err = ListDialogs(tx, alice, q); return })
 		if total != n {
 			t.Fatalf("total %d", total)
 		}
@@ -587,7 +587,7 @@ func TestDialogListPinnedFirstAndPaged(t *testing.T) {
 	// An id alone (offset_date 0) places the page too.
 	var list []*Dialog
 	top := f.dialog(alice, users[20]).TopMessage
-	f.view(func(tx *storage.Txn) (err error) {
+	f.view(func(tx storage.Reader) (err error) {
 		list, _, err = ListDialogs(tx, alice, DialogsQuery{OffsetID: top, Limit: 1})
 		return
 	})
@@ -595,7 +595,7 @@ func TestDialogListPinnedFirstAndPaged(t *testing.T) {
 		t.Fatalf("offset by id: %+v", list)
 	}
 	var excl []*Dialog
-	f.view(func(tx *storage.Txn) (err error) {
+	f.view(func(tx storage.Reader) (err error) {
 		excl, _, err = ListDialogs(tx, alice, DialogsQuery{ExcludePinned: true, Limit: 1})
 		return
 	})

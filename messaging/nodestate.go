@@ -58,7 +58,7 @@ func (c StoreAuthKey) apply(tx *storage.Txn, env Env) (any, error) {
 }
 
 // AuthKey returns the stored auth key record with id.
-func AuthKey(tx *storage.Txn, id int64) ([]byte, bool, error) {
+func AuthKey(tx storage.Reader, id int64) ([]byte, bool, error) {
 	return getBytes(tx, key("authkey", id))
 }
 
@@ -102,11 +102,11 @@ func (c InitSecrets) apply(tx *storage.Txn, env Env) (any, error) {
 }
 
 // Secret returns the DC-wide secret name.
-func Secret(tx *storage.Txn, name string) ([]byte, bool, error) {
+func Secret(tx storage.Reader, name string) ([]byte, bool, error) {
 	return getBytes(tx, key("secret", name))
 }
 
-func getBytes(tx *storage.Txn, k []byte) ([]byte, bool, error) {
+func getBytes(tx storage.Reader, k []byte) ([]byte, bool, error) {
 	v, err := tx.Get(k)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, false, nil

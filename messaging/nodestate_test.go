@@ -24,7 +24,7 @@ func TestStoreAuthKeyIsIdempotentAndRefusesConflicts(t *testing.T) {
 	if _, err := m.Apply(ctx, StoreAuthKey{ID: 8, Data: make([]byte, MaxAuthKeyRecord+1)}, Env{}); err == nil {
 		t.Fatal("oversized record stored")
 	}
-	m.View(func(tx *storage.Txn) error {
+	m.View(func(tx storage.Reader) error {
 		v, ok, err := AuthKey(tx, 7)
 		if err != nil || !ok || string(v) != "key-a" {
 			t.Fatalf("AuthKey = %q %v %v", v, ok, err)
@@ -47,7 +47,7 @@ func TestInitSecretsFirstProposalWins(t *testing.T) {
 		}
 	}
 	want := map[string]string{"rsa_key": "A", "salt": "S1", "access": "X"}
-	m.View(func(tx *storage.Txn) error {
+	m.View(func(tx storage.Reader) error {
 		for name, v := range want {
 			got, ok, err := Secret(tx, name)
 			if err != nil || !ok || !bytes.Equal(got, []byte(v)) {

@@ -187,7 +187,7 @@ func (c UpdateUsername) apply(tx *storage.Txn, env Env) (any, error) {
 
 // SearchUsernames lists users whose username starts with prefix
 // (case-insensitively), in username order, at most limit of them.
-func SearchUsernames(tx *storage.Txn, prefix string, limit int) ([]int64, error) {
+func SearchUsernames(tx storage.Reader, prefix string, limit int) ([]int64, error) {
 	var out []int64
 	if limit <= 0 {
 		return nil, nil

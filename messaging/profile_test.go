@@ -58,7 +58,7 @@ func TestUpdateUsername(t *testing.T) {
 	// Renaming frees the old name.
 	apply[*User](t, m, UpdateUsername{UserID: a.ID, Username: "ann_lee"}, envAt(202, 0))
 	apply[*User](t, m, UpdateUsername{UserID: b.ID, Username: "annie"}, envAt(203, 0))
-	_ = m.View(func(tx *storage.Txn) error {
+	_ = m.View(func(tx storage.Reader) error {
 		if id, ok, _ := UserByUsername(tx, "ANNIE"); !ok || id != b.ID {
 			t.Errorf("annie → %d, %v", id, ok)
 		}
@@ -73,7 +73,7 @@ func TestUpdateUsername(t *testing.T) {
 	})
 	// Removing.
 	apply[*User](t, m, UpdateUsername{UserID: a.ID, Username: ""}, envAt(204, 0))
-	_ = m.View(func(tx *storage.Txn) error {
+	_ = m.View(func(tx storage.Reader) error {
 		if _, ok, _ := UserByUsername(tx, "ann_lee"); ok {
 			t.Error("removed username still resolves")
 		}
@@ -104,7 +104,7 @@ func TestUpdateProfile(t *testing.T) {
 	if _, err := m.Apply(ctx, UpdateProfile{UserID: a.ID, LastName: str(strings.Repeat("é", NameLengthMax+1))}, envAt(201, 0)); rpcType(err) != "LASTNAME_INVALID" {
 		t.Errorf("long last name: %v", err)
 	}
-	_ = m.View(func(tx *storage.Txn) error {
+	_ = m.View(func(tx storage.Reader) error {
 		got, _, _ := GetUser(tx, a.ID)
 		if got.LastName != "Lee" || got.About != "hi" {
 			t.Errorf("stored %+v", got)

@@ -49,7 +49,7 @@ func key(parts ...any) []byte {
 }
 
 // getJSON loads a record; found is false if there is none.
-func getJSON(tx *storage.Txn, k []byte, v any) (found bool, err error) {
+func getJSON(tx storage.Reader, k []byte, v any) (found bool, err error) {
 	b, err := tx.Get(k)
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, nil
@@ -71,7 +71,7 @@ func putJSON(tx *storage.Txn, k []byte, v any) error {
 	return tx.Set(k, b)
 }
 
-func getInt(tx *storage.Txn, k []byte) (int64, bool, error) {
+func getInt(tx storage.Reader, k []byte) (int64, bool, error) {
 	b, err := tx.Get(k)
 	if errors.Is(err, storage.ErrNotFound) {
 		return 0, false, nil

@@ -287,7 +287,7 @@ func TestReplicatedMatchesMachine(t *testing.T) {
 	}
 	for _, uid := range []int64{alice.ID, bob.ID} {
 		var ws State
-		if err := m.View(func(tx *storage.Txn) (err error) { ws, err = GetState(tx, uid); return }); err != nil {
+		if err := m.View(func(tx storage.Reader) (err error) { ws, err = GetState(tx, uid); return }); err != nil {
 			t.Fatal(err)
 		}
 		if ws.Pts < 100 {

@@ -23,7 +23,7 @@ type UpdateRecord struct {
 }
 
 // GetState loads a user's counters (zero State for a new user).
-func GetState(tx *storage.Txn, uid int64) (State, error) {
+func GetState(tx storage.Reader, uid int64) (State, error) {
 	var s State
 	_, err := getJSON(tx, key("state", uid), &s)
 	if s.NextMsgID == 0 {
@@ -73,7 +73,7 @@ func AppendUpdate(tx *storage.Txn, uid int64, now int64, ptsCount int, build fun
 
 // UpdatesSince lists log entries with pts > from, oldest first, at most
 // limit of them.
-func UpdatesSince(tx *storage.Txn, uid int64, from, limit int) ([]UpdateRecord, error) {
+func UpdatesSince(tx storage.Reader, uid int64, from, limit int) ([]UpdateRecord, error) {
 	var out []UpdateRecord
 	err := tx.Iterate(key("upd", uid, ""), key("upd", uid, from+1), false, func(k, v []byte) (bool, error) {
 		var r UpdateRecord

@@ -31,7 +31,7 @@ type User struct {
 }
 
 // GetUser loads a user; found is false if there is none.
-func GetUser(tx *storage.Txn, id int64) (*User, bool, error) {
+func GetUser(tx storage.Reader, id int64) (*User, bool, error) {
 	var u User
 	found, err := getJSON(tx, key("user", id), &u)
 	if !found || err != nil {
@@ -41,13 +41,13 @@ func GetUser(tx *storage.Txn, id int64) (*User, bool, error) {
 }
 
 // UserByPhone finds the user registered with a phone number (digits only).
-func UserByPhone(tx *storage.Txn, phone string) (int64, bool, error) {
+func UserByPhone(tx storage.Reader, phone string) (int64, bool, error) {
 	id, ok, err := getInt(tx, key("phone", phone))
 	return id, ok, err
 }
 
 // UserByUsername finds a user by username, case-insensitively.
-func UserByUsername(tx *storage.Txn, username string) (int64, bool, error) {
+func UserByUsername(tx storage.Reader, username string) (int64, bool, error) {
 	return getInt(tx, key("uname", strings.ToLower(username)))
 }
 

@@ -726,7 +726,9 @@ func (c *clusterNode) applyOn(ctx context.Context, g replication.ShardID, cmd me
 	return nil, err
 }
 
-func (s replicatedState) View(fn func(tx *storage.Txn) error) error { return s.c.group.View(fn) }
+func (s replicatedState) View(fn func(tx storage.Reader) error) error {
+	return s.c.group.View(func(tx *storage.Txn) error { return fn(tx) })
+}
 
 func (s replicatedState) Publish(events []messaging.Event) {
 	if len(events) > 0 && s.notify != nil {

@@ -21,6 +21,18 @@ func (t *Txn) key(k []byte) []byte {
 	return append(out, k...)
 }
 
+// Reader is the read side of a transaction: what read-only queries are
+// written against, so that they run on a local Txn or on a reader that
+// fetches each key from wherever it lives (a clustered node's shards).
+type Reader interface {
+	// Get returns a copy of the value under k, or ErrNotFound.
+	Get(k []byte) ([]byte, error)
+	// Iterate is Txn.Iterate.
+	Iterate(prefix, start []byte, reverse bool, fn func(k, v []byte) (bool, error)) error
+}
+
+var _ Reader = (*Txn)(nil)
+
 // Get returns a copy of the value under k, or ErrNotFound.
 func (t *Txn) Get(k []byte) ([]byte, error) {
 	item, err := t.txn.Get(t.key(k))
