@@ -69,6 +69,9 @@ func (s *Service) viewState(method string, fn func(tx storage.Reader) error) err
 	if errors.As(err, &te) {
 		return te
 	}
+	if errors.Is(err, messaging.ErrUnavailable) {
+		return err // a clustered node's read found no leader: retried
+	}
 	return s.internal(method, err)
 }
 

@@ -61,6 +61,13 @@ func (s *Service) contactsImportContacts(ctx context.Context, in []tg.InputPhone
 	for i, c := range in {
 		cmd.Contacts[i] = messaging.PhoneContact{ClientID: c.ClientID, Phone: c.Phone, FirstName: c.FirstName, LastName: c.LastName}
 	}
+	err = s.viewState("contacts.importContacts", func(tx storage.Reader) error {
+		cmd.Contacts, err = messaging.ResolvePhones(tx, cmd.Contacts)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
 	res, err := s.applyCommand(ctx, "contacts.importContacts", cmd)
 	if err != nil {
 		return nil, err

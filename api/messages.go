@@ -139,6 +139,24 @@ func (s *Service) peerAndEntities(method string, uid int64, in tg.InputPeerClass
 	return peer, enc, err
 }
 
+// notBlockedBy refuses a send to a user who blocked the sender
+// (USER_IS_BLOCKED). The block list is the recipient's, which a clustered
+// DC keeps in another group than the sender's box, so it is checked here,
+// before the send is proposed; a block that lands in between is caught at
+// delivery, which drops the message.
+func (s *Service) notBlockedBy(method string, uid int64, to messaging.Peer) error {
+	if to.Kind != messaging.PeerKindUser || to.ID == uid {
+		return nil
+	}
+	return s.viewState(method, func(tx storage.Reader) error {
+		blocked, err := messaging.IsBlocked(tx, to.ID, uid)
+		if err == nil && blocked {
+			err = messaging.ErrUserIsBlocked
+		}
+		return err
+	})
+}
+
 // messageUpdates answers with an updates object carrying msgs as the
 // viewer sees them; wrap turns the rendered messages into the updates.
 func (s *Service) messageUpdates(method string, viewer int64, msgs []*messaging.Message, wrap func([]tg.MessageClass) []tg.UpdateClass) (*tg.Updates, error) {
@@ -169,6 +187,9 @@ func (s *Service) messagesSendMessage(ctx context.Context, req *tg.MessagesSendM
 	}
 	cmd.To, cmd.Entities, err = s.peerAndEntities(method, uid, req.Peer, req.Entities)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.notBlockedBy(method, uid, cmd.To); err != nil {
 		return nil, err
 	}
 	res, err := s.applyCommand(ctx, method, cmd)
@@ -205,6 +226,9 @@ func (s *Service) messagesForwardMessages(ctx context.Context, req *tg.MessagesF
 		return err
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := s.notBlockedBy(method, uid, cmd.To); err != nil {
 		return nil, err
 	}
 	res, err := s.applyCommand(ctx, method, cmd)

@@ -149,6 +149,16 @@ func newCommand(kind string) (func([]byte) (Command, error), bool) {
 		return decodeAs[SendMessage], true
 	case DeliverMessage{}.Kind():
 		return decodeAs[DeliverMessage], true
+	case EditCopy{}.Kind():
+		return decodeAs[EditCopy], true
+	case DeleteCopies{}.Kind():
+		return decodeAs[DeleteCopies], true
+	case ReadOutbox{}.Kind():
+		return decodeAs[ReadOutbox], true
+	case Inbox{}.Kind():
+		return decodeAs[Inbox], true
+	case OutboxAck{}.Kind():
+		return decodeAs[OutboxAck], true
 	case ForwardMessages{}.Kind():
 		return decodeAs[ForwardMessages], true
 	case EditMessage{}.Kind():
@@ -175,7 +185,8 @@ func registeredCommands() []Command {
 		ImportContacts{}, DeleteContacts{}, Block{}, Unblock{},
 		SaveDraft{}, ToggleDialogPin{},
 		SendMessage{}, DeliverMessage{}, ForwardMessages{}, EditMessage{},
-		DeleteMessages{}, ReadHistory{},
+		DeleteMessages{}, ReadHistory{}, EditCopy{}, DeleteCopies{}, ReadOutbox{},
+		Inbox{}, OutboxAck{},
 		StoreAuthKey{}, InitSecrets{},
 	}
 }

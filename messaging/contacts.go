@@ -3,6 +3,7 @@ package messaging
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -90,10 +91,14 @@ func contactCount(tx storage.Reader, owner int64) (int64, error) {
 }
 
 // PhoneContact is one entry of an import: a phone and the names to save.
+// UserID is the user the phone belongs to, found in the directory by
+// ResolvePhones before the import is proposed (the directory and the
+// contact list live in different groups); 0 skips the entry.
 type PhoneContact struct {
 	ClientID            int64
 	Phone               string
 	FirstName, LastName string
+	UserID              int64
 }
 
 // ImportedContact pairs a client's id of an imported entry with the user
@@ -130,15 +135,8 @@ func (c ImportContacts) apply(tx *storage.Txn, env Env) (any, error) {
 	}
 	res := &ImportResult{}
 	for _, pc := range c.Contacts {
-		phone, ok := NormalizePhone(pc.Phone)
-		if !ok {
-			continue
-		}
-		uid, found, err := UserByPhone(tx, phone)
-		if err != nil {
-			return nil, err
-		}
-		if !found || uid == c.Owner {
+		uid := pc.UserID
+		if uid == 0 || uid == c.Owner {
 			continue
 		}
 		old, had, err := GetContact(tx, c.Owner, uid)
@@ -161,6 +159,27 @@ func (c ImportContacts) apply(tx *storage.Txn, env Env) (any, error) {
 		res.Imported = append(res.Imported, ImportedContact{UserID: uid, ClientID: pc.ClientID})
 	}
 	return res, putInt(tx, key("contactn", c.Owner), n)
+}
+
+// ResolvePhones sets each entry's UserID from the directory's phone
+// index (0 for a malformed or unregistered phone).
+func ResolvePhones(tx storage.Reader, in []PhoneContact) ([]PhoneContact, error) {
+	out := slices.Clone(in)
+	for i := range out {
+		out[i].UserID = 0
+		phone, ok := NormalizePhone(out[i].Phone)
+		if !ok {
+			continue
+		}
+		uid, found, err := UserByPhone(tx, phone)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			out[i].UserID = uid
+		}
+	}
+	return out, nil
 }
 
 // truncName trims a saved name and cuts it to NameLengthMax characters:
@@ -238,12 +257,8 @@ type Block struct {
 func (Block) Kind() string { return "contacts.block" }
 
 func (c Block) apply(tx *storage.Txn, env Env) (any, error) {
-	if c.Other == c.Owner {
-		return nil, errContactIDInvalid
-	}
-	if _, ok, err := GetUser(tx, c.Other); err != nil {
-		return nil, err
-	} else if !ok {
+	// That Other exists is the API's check: users live in the directory.
+	if c.Other == c.Owner || c.Other == 0 {
 		return nil, errContactIDInvalid
 	}
 	if blocked, err := IsBlocked(tx, c.Owner, c.Other); err != nil || blocked {

@@ -22,6 +22,18 @@ type Env struct {
 	Now int64
 	// Rand is random bytes chosen by the proposer (login codes, hashes).
 	Rand [32]byte
+	// layout is the applier's, not the proposer's: set by
+	// Replicated.ApplyCommand (a Machine has the zero, one-group layout).
+	// It is not encoded; every replica of a DC has the same.
+	layout *Layout
+	// notes collects what apply did that the applier acts on (nil on a
+	// Machine, whose layout has no outbox).
+	notes *applyNotes
+}
+
+// applyNotes is what a command's apply reports beside its result.
+type applyNotes struct {
+	outbox bool // appended to the outbox
 }
 
 // Command is one deterministic state change. apply must depend only on the
@@ -52,6 +64,8 @@ type Event struct {
 type Applied struct {
 	Result any
 	Events []Event
+	// Outbox is set when the command appended to its group's outbox.
+	Outbox bool
 }
 
 // Notifier receives events after their command committed.

@@ -309,22 +309,6 @@ func putMessage(tx *storage.Txn, uid int64, m *Message) error {
 	return tx.Set(key("hist", uid, m.Peer.key(), m.ID), encodeHist(m))
 }
 
-// peerCopyID finds the id of the other participant's copy of m (0 if it
-// has none: Saved Messages, or deleted there).
-func peerCopyID(tx storage.Reader, owner int64, m *Message) (int, error) {
-	if m.Peer.Kind != PeerKindUser || m.Peer.ID == owner {
-		return 0, nil
-	}
-	if !m.Out {
-		return m.PeerMsgID, nil
-	}
-	id, ok, err := getInt(tx, key("dlv", m.Peer.ID, owner, m.ID))
-	if !ok || err != nil {
-		return 0, err
-	}
-	return int(id), nil
-}
-
 // boxDate is the date for a new entry in uid's box: the command's time, but
 // never before the box's last date, so that dates grow with ids (history
 // seeks by date rely on it) even if a later leader's clock is behind.
@@ -377,7 +361,8 @@ func postMessage(tx *storage.Txn, env Env, owner int64, m *Message, except int64
 	return ev, nil
 }
 
-// checkRecipient says whether from may write to user to.
+// checkRecipient says whether from may write to user to, as far as from's
+// own state tells.
 func checkRecipient(tx storage.Reader, from int64, to Peer) error {
 	if to.Kind != PeerKindUser {
 		return ErrPeerInvalid
@@ -385,20 +370,13 @@ func checkRecipient(tx storage.Reader, from int64, to Peer) error {
 	if to.ID == from {
 		return nil
 	}
-	if _, ok, err := GetUser(tx, to.ID); err != nil {
-		return err
-	} else if !ok {
-		return ErrPeerInvalid
-	}
+	// The recipient's existence and block list live with the recipient:
+	// the API checks them before proposing, and DeliverMessage does not
+	// deliver to a user who blocked the author.
 	if b, err := IsBlocked(tx, from, to.ID); err != nil {
 		return err
 	} else if b {
 		return ErrYouBlockedUser
-	}
-	if b, err := IsBlocked(tx, to.ID, from); err != nil {
-		return err
-	} else if b {
-		return ErrUserIsBlocked
 	}
 	return nil
 }
@@ -498,8 +476,8 @@ func sentBefore(tx storage.Reader, from, randomID int64) (*Message, bool, error)
 }
 
 // send posts the author's copy m (Out set) and delivers it. The delivery
-// is the DeliverMessage step: on one node it runs in the same transaction;
-// in a cluster it becomes a command on the recipient's shard.
+// is the DeliverMessage step: in the same transaction when the recipient's
+// box is in this group, else through the outbox.
 func send(tx *storage.Txn, env Env, m *Message, auth int64, reply MsgRef) ([]Event, error) {
 	ev, err := postMessage(tx, env, m.From, m, auth)
 	if err != nil {
@@ -514,7 +492,7 @@ func send(tx *storage.Txn, env Env, m *Message, auth int64, reply MsgRef) ([]Eve
 			To: m.Peer.ID, From: m.From, FromMsgID: m.ID,
 			Text: m.Text, Entities: m.Entities, Fwd: m.Fwd, Silent: m.Silent, ReplyTo: reply,
 		}
-		_, dev, err := d.deliver(tx, env)
+		dev, err := emit(tx, env, m.From, m.Peer.ID, d)
 		if err != nil {
 			return nil, err
 		}
@@ -556,6 +534,10 @@ func (d DeliverMessage) deliver(tx *storage.Txn, env Env) (*Message, []Event, er
 	} else if ok {
 		m, _, err := GetMessage(tx, d.To, int(id))
 		return m, nil, err
+	}
+	if b, err := IsBlocked(tx, d.To, d.From); err != nil || b {
+		// Not delivered, as Telegram does: the author sees it sent.
+		return nil, nil, err
 	}
 	m := &Message{
 		Peer: UserPeer(d.From), From: d.From, Silent: d.Silent,
@@ -713,30 +695,50 @@ func (c EditMessage) apply(tx *storage.Txn, env Env) (any, error) {
 	if m.Text == c.Text && slices.Equal(m.Entities, c.Entities) {
 		return nil, ErrMessageNotModified
 	}
-	pid, err := peerCopyID(tx, c.User, m)
-	if err != nil {
-		return nil, err
-	}
 	ev, err := editCopy(tx, env, c.User, m, c.Text, c.Entities)
 	if err != nil {
 		return nil, err
 	}
 	ev.ExceptAuth = c.Auth
 	evs := []Event{ev}
-	if pid != 0 {
-		pm, ok, err := GetMessage(tx, c.Peer.ID, pid)
+	if m.Peer.Kind == PeerKindUser && m.Peer.ID != c.User {
+		pev, err := emit(tx, env, c.User, m.Peer.ID, EditCopy{
+			Owner: m.Peer.ID, Author: c.User, AuthorMsgID: m.ID, Text: c.Text, Entities: c.Entities,
+		})
 		if err != nil {
 			return nil, err
 		}
-		if ok {
-			ev, err := editCopy(tx, env, c.Peer.ID, pm, c.Text, c.Entities)
-			if err != nil {
-				return nil, err
-			}
-			evs = append(evs, ev)
-		}
+		evs = append(evs, pev...)
 	}
 	return Applied{Result: Edited{Msg: m, Pts: evs[0].Pts}, Events: evs}, nil
+}
+
+// EditCopy is EditMessage's step in the other participant's box: Owner's
+// copy of Author's message AuthorMsgID gets the new text.
+type EditCopy struct {
+	Owner, Author int64
+	AuthorMsgID   int
+	Text          string
+	Entities      []byte
+}
+
+// Kind implements Command.
+func (EditCopy) Kind() string { return "messages.edit_copy" }
+
+func (c EditCopy) apply(tx *storage.Txn, env Env) (any, error) {
+	id, ok, err := getInt(tx, key("dlv", c.Owner, c.Author, c.AuthorMsgID))
+	if err != nil || !ok {
+		return nil, err
+	}
+	pm, ok, err := GetMessage(tx, c.Owner, int(id))
+	if err != nil || !ok {
+		return nil, err
+	}
+	ev, err := editCopy(tx, env, c.Owner, pm, c.Text, c.Entities)
+	if err != nil {
+		return nil, err
+	}
+	return Applied{Events: []Event{ev}}, nil
 }
 
 // Edited is the result of EditMessage: the editor's copy and the pts of
@@ -788,8 +790,8 @@ func (c DeleteMessages) apply(tx *storage.Txn, env Env) (any, error) {
 		return nil, ErrLimitInvalid
 	}
 	var own []int
-	var peers []int64           // in first-seen order: deterministic
-	theirs := map[int64][]int{} // peer → ids in the peer's box
+	var peers []int64                   // in first-seen order: deterministic
+	theirs := map[int64]*DeleteCopies{} // peer → its copies to delete
 	done := make(map[int]bool, len(c.IDs))
 	for _, id := range c.IDs {
 		if done[id] {
@@ -803,25 +805,17 @@ func (c DeleteMessages) apply(tx *storage.Txn, env Env) (any, error) {
 		if !ok {
 			continue
 		}
-		if c.Revoke {
-			pid, err := peerCopyID(tx, c.User, m)
-			if err != nil {
-				return nil, err
+		if c.Revoke && m.Peer.Kind == PeerKindUser && m.Peer.ID != c.User && (m.Out || m.PeerMsgID != 0) {
+			dc := theirs[m.Peer.ID]
+			if dc == nil {
+				dc = &DeleteCopies{Owner: m.Peer.ID, Author: c.User}
+				theirs[m.Peer.ID] = dc
+				peers = append(peers, m.Peer.ID)
 			}
-			if pid != 0 {
-				pm, ok, err := GetMessage(tx, m.Peer.ID, pid)
-				if err != nil {
-					return nil, err
-				}
-				if ok {
-					if err := removeMessage(tx, m.Peer.ID, pm); err != nil {
-						return nil, err
-					}
-					if _, seen := theirs[m.Peer.ID]; !seen {
-						peers = append(peers, m.Peer.ID)
-					}
-					theirs[m.Peer.ID] = append(theirs[m.Peer.ID], pid)
-				}
+			if m.Out {
+				dc.AuthorIDs = append(dc.AuthorIDs, m.ID)
+			} else {
+				dc.IDs = append(dc.IDs, m.PeerMsgID)
 			}
 		}
 		if err := removeMessage(tx, c.User, m); err != nil {
@@ -840,13 +834,69 @@ func (c DeleteMessages) apply(tx *storage.Txn, env Env) (any, error) {
 	ev.ExceptAuth = c.Auth
 	evs := []Event{ev}
 	for _, p := range peers {
-		ev, err := appendDeletes(tx, env, p, theirs[p])
+		pev, err := emit(tx, env, c.User, p, *theirs[p])
 		if err != nil {
 			return nil, err
 		}
-		evs = append(evs, ev)
+		evs = append(evs, pev...)
 	}
 	return Applied{Result: Affected{Pts: evs[0].Pts, PtsCount: len(own)}, Events: evs}, nil
+}
+
+// DeleteCopies is a revoking DeleteMessages' step in the other
+// participant's box: Owner's copies of Author's messages AuthorIDs (found
+// through dlv/) and Owner's own messages IDs (Author's copies of which
+// were revoked) are deleted.
+type DeleteCopies struct {
+	Owner, Author int64
+	AuthorIDs     []int
+	IDs           []int
+}
+
+// Kind implements Command.
+func (DeleteCopies) Kind() string { return "messages.delete_copies" }
+
+func (c DeleteCopies) apply(tx *storage.Txn, env Env) (any, error) {
+	if len(c.AuthorIDs)+len(c.IDs) > DeleteMax {
+		return nil, ErrLimitInvalid
+	}
+	ids := slices.Clone(c.IDs)
+	for _, aid := range c.AuthorIDs {
+		id, ok, err := getInt(tx, key("dlv", c.Owner, c.Author, aid))
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			ids = append(ids, int(id))
+		}
+	}
+	var gone []int
+	seen := map[int]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		m, ok, err := GetMessage(tx, c.Owner, id)
+		if err != nil {
+			return nil, err
+		}
+		if !ok || m.Peer != UserPeer(c.Author) {
+			continue
+		}
+		if err := removeMessage(tx, c.Owner, m); err != nil {
+			return nil, err
+		}
+		gone = append(gone, id)
+	}
+	if len(gone) == 0 {
+		return nil, nil
+	}
+	ev, err := appendDeletes(tx, env, c.Owner, gone)
+	if err != nil {
+		return nil, err
+	}
+	return Applied{Events: []Event{ev}}, nil
 }
 
 func appendDeletes(tx *storage.Txn, env Env, owner int64, ids []int) (Event, error) {
@@ -952,13 +1002,11 @@ func (c ReadHistory) apply(tx *storage.Txn, env Env) (any, error) {
 			return nil, err
 		}
 		if ok && m.PeerMsgID != 0 {
-			oev, changed, err := readOutbox(tx, env, c.Peer.ID, UserPeer(c.User), m.PeerMsgID)
+			oev, err := emit(tx, env, c.User, c.Peer.ID, ReadOutbox{Author: c.Peer.ID, Reader: c.User, MaxID: m.PeerMsgID})
 			if err != nil {
 				return nil, err
 			}
-			if changed {
-				evs = append(evs, oev)
-			}
+			evs = append(evs, oev...)
 		}
 	}
 	return Applied{Result: Affected{Pts: ev.Pts, PtsCount: 1}, Events: evs}, nil
@@ -1000,4 +1048,22 @@ func readOutbox(tx *storage.Txn, env Env, author int64, p Peer, maxID int) (Even
 		return encodeTL(&tg.UpdateReadHistoryOutbox{Peer: p.TL(), MaxID: maxID, Pts: pts, PtsCount: 1})
 	})
 	return ev, err == nil, err
+}
+
+// ReadOutbox is ReadHistory's step in the author's box: Reader read
+// Author's messages up to MaxID (Author's ids).
+type ReadOutbox struct {
+	Author, Reader int64
+	MaxID          int
+}
+
+// Kind implements Command.
+func (ReadOutbox) Kind() string { return "messages.read_outbox" }
+
+func (c ReadOutbox) apply(tx *storage.Txn, env Env) (any, error) {
+	ev, changed, err := readOutbox(tx, env, c.Author, UserPeer(c.Reader), c.MaxID)
+	if err != nil || !changed {
+		return nil, err
+	}
+	return Applied{Events: []Event{ev}}, nil
 }

@@ -24,7 +24,17 @@ type Replicated struct {
 	notifier Notifier
 	notifyMu sync.Mutex // one Notify at a time, as Machine does
 	isLeader func() bool
+	layout   Layout
+	outbox   func() // called after a batch that wrote outbox entries commits
 }
+
+// SetLayout gives the state machine the DC's layout, before it applies
+// anything. Commands route their steps by it.
+func (r *Replicated) SetLayout(l Layout) { r.layout = l }
+
+// OnOutbox sets fn to be called, on the replica that leads, after a
+// committed batch appended to the outbox, so the pump can carry it.
+func (r *Replicated) OnOutbox(fn func()) { r.outbox = fn }
 
 // PushWhenLeader moves pushing from the proposer to the replica that
 // leads when an entry is applied: events are handed to the notifier after
@@ -37,7 +47,18 @@ func (r *Replicated) PushWhenLeader(isLeader func() bool) { r.isLeader = isLeade
 
 // Committed implements replication.Committer.
 func (r *Replicated) Committed(values []any) {
-	if r.notifier == nil || r.isLeader == nil || !r.isLeader() {
+	if r.isLeader == nil || !r.isLeader() {
+		return
+	}
+	if r.outbox != nil {
+		for _, v := range values {
+			if a, ok := v.(Applied); ok && a.Outbox {
+				r.outbox()
+				break
+			}
+		}
+	}
+	if r.notifier == nil {
 		return
 	}
 	var events []Event
@@ -66,14 +87,18 @@ func (r *Replicated) ApplyCommand(tx *storage.Txn, index uint64, data []byte) (a
 	if err != nil {
 		return nil, err
 	}
+	notes := &applyNotes{}
+	env.layout, env.notes = &r.layout, notes
 	res, err := cmd.apply(tx, env)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cmd.Kind(), err)
 	}
-	if a, ok := res.(Applied); ok {
-		return a, nil
+	a, ok := res.(Applied)
+	if !ok {
+		a = Applied{Result: res}
 	}
-	return Applied{Result: res}, nil
+	a.Outbox = notes.outbox
+	return a, nil
 }
 
 // Restored implements replication.StateMachine; there is no cache to

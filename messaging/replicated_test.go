@@ -210,7 +210,7 @@ func TestReplicatedMatchesMachine(t *testing.T) {
 	alice := l.signUp("9996611111", "Alice", 101)
 	bob := l.signUp("9996622222", "Bob", 102)
 	auth := map[int64]int64{alice.ID: 101, bob.ID: 102}
-	l.must(ImportContacts{Owner: alice.ID, Contacts: []PhoneContact{{ClientID: 1, Phone: "9996622222", FirstName: "Bob"}}})
+	l.must(ImportContacts{Owner: alice.ID, Contacts: []PhoneContact{{ClientID: 1, Phone: "9996622222", FirstName: "Bob", UserID: bob.ID}}})
 
 	type sentMsg struct {
 		from, rid int64

@@ -1,0 +1,124 @@
+package messaging
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+)
+
+// Layout says which raft group holds each key and runs each command (see
+// DESIGN.md, "Sharding the state"):
+//
+//   - group 0, the directory: logins, users' public records, phone and
+//     username indexes, the user id sequence, authorizations and the DC's
+//     secrets: whatever must be unique DC-wide or is looked up by every
+//     call;
+//   - groups 1..Shards, by owner id: each user's boxes, update log,
+//     dialogs, contacts and blocks, and the auth keys by key id.
+//
+// The zero Layout puts everything in group 0: a standalone node, where a
+// command's cross-user steps run inline.
+type Layout struct {
+	// Shards is the number of user shards; 0 means one group.
+	Shards int
+	// ShardOf maps an id to [0, n). It must be the same function on every
+	// node of a DC for as long as the DC lives.
+	ShardOf func(id int64, n int) int
+}
+
+// DirGroup is the group of the directory.
+const DirGroup = 0
+
+// UserGroup is the group holding uid's boxes.
+func (l Layout) UserGroup(uid int64) int {
+	if l.Shards <= 0 {
+		return DirGroup
+	}
+	return 1 + l.ShardOf(uid, l.Shards)
+}
+
+// KeyGroup is the group holding auth key id.
+func (l Layout) KeyGroup(id int64) int { return l.UserGroup(id) }
+
+// Groups is the number of groups: 1 + Shards.
+func (l Layout) Groups() int { return 1 + max(l.Shards, 0) }
+
+// What each key prefix belongs to.
+var (
+	dirPrefixes = map[string]bool{
+		"login": true, "logingc": true, "user": true, "phone": true, "uname": true,
+		"seq": true, "auth": true, "uauth": true, "secret": true,
+	}
+	userPrefixes = map[string]bool{
+		"state": true, "upd": true, "msg": true, "hist": true, "rid": true, "dlv": true,
+		"dlg": true, "dord": true, "dcount": true, "dpin": true,
+		"contact": true, "contactn": true, "block": true, "blockseq": true,
+		"blockn": true, "blocknext": true,
+	}
+)
+
+// GroupOfKey returns the group holding key k (or, for a scan, every key
+// under prefix k): its first part names the kind of record, and for
+// per-user records the next 8 bytes are the owner. Keys a query cannot
+// read remotely (a group's outbox, which only its own pump reads) are
+// refused.
+func (l Layout) GroupOfKey(k []byte) (int, error) {
+	kind, rest, _ := bytes.Cut(k, []byte{'/'})
+	switch {
+	case dirPrefixes[string(kind)]:
+		return DirGroup, nil
+	case userPrefixes[string(kind)] || string(kind) == "authkey":
+		if len(rest) < 8 {
+			return 0, fmt.Errorf("messaging: key %q names no owner", kind)
+		}
+		return l.UserGroup(int64(binary.BigEndian.Uint64(rest))), nil
+	}
+	return 0, fmt.Errorf("messaging: key of kind %q has no group", kind)
+}
+
+// GroupOf returns the group that runs cmd. Every command reads and writes
+// only that group's keys; what it causes elsewhere goes through the
+// outbox (outbox.go).
+func (l Layout) GroupOf(cmd Command) int {
+	switch c := cmd.(type) {
+	case StoreAuthKey:
+		return l.KeyGroup(c.ID)
+	case ImportContacts:
+		return l.UserGroup(c.Owner)
+	case DeleteContacts:
+		return l.UserGroup(c.Owner)
+	case Block:
+		return l.UserGroup(c.Owner)
+	case Unblock:
+		return l.UserGroup(c.Owner)
+	case SaveDraft:
+		return l.UserGroup(c.User)
+	case ToggleDialogPin:
+		return l.UserGroup(c.User)
+	case SendMessage:
+		return l.UserGroup(c.From)
+	case ForwardMessages:
+		return l.UserGroup(c.From)
+	case DeliverMessage:
+		return l.UserGroup(c.To)
+	case EditMessage:
+		return l.UserGroup(c.User)
+	case EditCopy:
+		return l.UserGroup(c.Owner)
+	case DeleteMessages:
+		return l.UserGroup(c.User)
+	case DeleteCopies:
+		return l.UserGroup(c.Owner)
+	case ReadHistory:
+		return l.UserGroup(c.User)
+	case ReadOutbox:
+		return l.UserGroup(c.Author)
+	case Inbox:
+		return c.Group
+	case OutboxAck:
+		return c.Group
+	}
+	// The directory's commands: logins, sign-up, authorizations,
+	// profiles, usernames, secrets.
+	return DirGroup
+}
