@@ -39,7 +39,7 @@ func (s *Service) accountGetAuthorizations(ctx context.Context) (*tg.AccountAuth
 		return nil, err
 	}
 	out := &tg.AccountAuthorizations{AuthorizationTTLDays: authorizationTTLDays}
-	err = s.viewState("account.getAuthorizations", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "account.getAuthorizations", func(tx storage.Reader) error {
 		perms, err := messaging.UserAuthorizations(tx, uid)
 		if err != nil {
 			return err
@@ -122,7 +122,7 @@ func (s *Service) accountUpdateProfile(ctx context.Context, req *tg.AccountUpdat
 	if _, err := s.applyCommand(ctx, "account.updateProfile", cmd); err != nil {
 		return nil, err
 	}
-	return s.selfUser("account.updateProfile", uid)
+	return s.selfUser(ctx, "account.updateProfile", uid)
 }
 
 func (s *Service) accountUpdateUsername(ctx context.Context, username string) (tg.UserClass, error) {
@@ -135,13 +135,13 @@ func (s *Service) accountUpdateUsername(ctx context.Context, username string) (t
 	}); err != nil {
 		return nil, err
 	}
-	return s.selfUser("account.updateUsername", uid)
+	return s.selfUser(ctx, "account.updateUsername", uid)
 }
 
 // selfUser renders the caller's own user.
-func (s *Service) selfUser(method string, uid int64) (tg.UserClass, error) {
+func (s *Service) selfUser(ctx context.Context, method string, uid int64) (tg.UserClass, error) {
 	var out *tg.User
-	err := s.viewState(method, func(tx storage.Reader) error {
+	err := s.viewState(ctx, method, func(tx storage.Reader) error {
 		var err error
 		out, err = s.userFor(tx, uid, uid)
 		if err == nil && out == nil {
@@ -163,7 +163,7 @@ func (s *Service) accountCheckUsername(ctx context.Context, username string) (bo
 		return false, errUsernameInvalid
 	}
 	free := false
-	err = s.viewState("account.checkUsername", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "account.checkUsername", func(tx storage.Reader) error {
 		owner, taken, err := messaging.UserByUsername(tx, username)
 		free = !taken || owner == uid
 		return err

@@ -56,7 +56,7 @@ type State interface {
 	// is unknown and the caller may retry elsewhere.
 	Apply(ctx context.Context, cmd messaging.Command, env messaging.Env) (any, error)
 	// View reads a consistent snapshot.
-	View(fn func(tx storage.Reader) error) error
+	View(ctx context.Context, fn func(tx storage.Reader) error) error
 	// Publish hands ephemeral events (typing) to the notifier.
 	Publish(events []messaging.Event)
 }
@@ -147,4 +147,14 @@ func (s *Service) unknownMethod(_ context.Context, b *bin.Buffer) (bin.Encoder, 
 func (s *Service) internal(method string, err error) error {
 	s.log.Error("method failed", "method", method, "err", err)
 	return tgerr.New(500, "INTERNAL")
+}
+
+// Local is the State of a standalone node: one messaging.Machine, read
+// in its own snapshot.
+func Local(m *messaging.Machine) State { return localState{m} }
+
+type localState struct{ *messaging.Machine }
+
+func (l localState) View(_ context.Context, fn func(tx storage.Reader) error) error {
+	return l.Machine.View(fn)
 }

@@ -60,8 +60,8 @@ func (s *Service) commandError(method string, err error) error {
 
 // viewState runs fn on a consistent snapshot. A Telegram error fn returns
 // reaches the client as is; anything else is logged and answered INTERNAL.
-func (s *Service) viewState(method string, fn func(tx storage.Reader) error) error {
-	err := s.m.View(fn)
+func (s *Service) viewState(ctx context.Context, method string, fn func(tx storage.Reader) error) error {
+	err := s.m.View(ctx, fn)
 	if err == nil {
 		return nil
 	}

@@ -61,7 +61,7 @@ func (s *Service) contactsImportContacts(ctx context.Context, in []tg.InputPhone
 	for i, c := range in {
 		cmd.Contacts[i] = messaging.PhoneContact{ClientID: c.ClientID, Phone: c.Phone, FirstName: c.FirstName, LastName: c.LastName}
 	}
-	err = s.viewState("contacts.importContacts", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "contacts.importContacts", func(tx storage.Reader) error {
 		cmd.Contacts, err = messaging.ResolvePhones(tx, cmd.Contacts)
 		return err
 	})
@@ -79,7 +79,7 @@ func (s *Service) contactsImportContacts(ctx context.Context, in []tg.InputPhone
 		out.Imported = append(out.Imported, tg.ImportedContact{UserID: im.UserID, ClientID: im.ClientID})
 		ids[i] = im.UserID
 	}
-	err = s.viewState("contacts.importContacts", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "contacts.importContacts", func(tx storage.Reader) error {
 		out.Users, err = s.usersFor(tx, uid, ids)
 		return err
 	})
@@ -111,7 +111,7 @@ func (s *Service) contactsGetContacts(ctx context.Context, hash int64) (tg.Conta
 	}
 	var out *tg.ContactsContacts
 	notModified := false
-	err = s.viewState("contacts.getContacts", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "contacts.getContacts", func(tx storage.Reader) error {
 		list, err := messaging.ListContacts(tx, uid)
 		if err != nil {
 			return err
@@ -162,7 +162,7 @@ func (s *Service) contactsDeleteContacts(ctx context.Context, in []tg.InputUserC
 		return nil, errContactsListTooLarge
 	}
 	ids := make([]int64, 0, len(in))
-	err = s.viewState("contacts.deleteContacts", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "contacts.deleteContacts", func(tx storage.Reader) error {
 		for _, iu := range in {
 			id, err := s.contactUser(tx, uid, iu)
 			if err != nil {
@@ -180,7 +180,7 @@ func (s *Service) contactsDeleteContacts(ctx context.Context, in []tg.InputUserC
 		return nil, err
 	}
 	out := &tg.Updates{Updates: []tg.UpdateClass{}, Chats: []tg.ChatClass{}, Date: int(s.opts.Now().Unix())}
-	err = s.viewState("contacts.deleteContacts", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "contacts.deleteContacts", func(tx storage.Reader) error {
 		out.Users, err = s.usersFor(tx, uid, res.([]int64))
 		return err
 	})
@@ -196,7 +196,7 @@ func (s *Service) contactsResolveUsername(ctx context.Context, req *tg.ContactsR
 		return nil, errUsernameInvalid
 	}
 	var out *tg.ContactsResolvedPeer
-	err = s.viewState("contacts.resolveUsername", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "contacts.resolveUsername", func(tx storage.Reader) error {
 		id, ok, err := messaging.UserByUsername(tx, req.Username)
 		if err != nil {
 			return err
@@ -235,7 +235,7 @@ func (s *Service) contactsSearch(ctx context.Context, req *tg.ContactsSearchRequ
 	}
 	limit = min(limit, searchLimitMax)
 	out := &tg.ContactsFound{MyResults: []tg.PeerClass{}, Results: []tg.PeerClass{}, Chats: []tg.ChatClass{}}
-	err = s.viewState("contacts.search", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "contacts.search", func(tx storage.Reader) error {
 		var ids []int64
 		mine := map[int64]bool{}
 		list, err := messaging.ListContacts(tx, uid)
@@ -299,9 +299,9 @@ func matchesUser(q string, u *messaging.User, c *messaging.Contact) bool {
 // blockTarget resolves the peer of contacts.block/unblock. A wrong access
 // hash is PEER_ID_INVALID (resolvePeer); chats and channels cannot be
 // blocked here.
-func (s *Service) blockTarget(method string, viewer int64, in tg.InputPeerClass) (int64, error) {
+func (s *Service) blockTarget(ctx context.Context, method string, viewer int64, in tg.InputPeerClass) (int64, error) {
 	var id int64
-	err := s.viewState(method, func(tx storage.Reader) error {
+	err := s.viewState(ctx, method, func(tx storage.Reader) error {
 		var err error
 		id, err = s.resolvePeer(tx, viewer, in)
 		return err
@@ -320,7 +320,7 @@ func (s *Service) contactsBlock(ctx context.Context, req *tg.ContactsBlockReques
 	if err != nil {
 		return false, err
 	}
-	other, err := s.blockTarget("contacts.block", uid, req.ID)
+	other, err := s.blockTarget(ctx, "contacts.block", uid, req.ID)
 	if err != nil {
 		return false, err
 	}
@@ -335,7 +335,7 @@ func (s *Service) contactsUnblock(ctx context.Context, req *tg.ContactsUnblockRe
 	if err != nil {
 		return false, err
 	}
-	other, err := s.blockTarget("contacts.unblock", uid, req.ID)
+	other, err := s.blockTarget(ctx, "contacts.unblock", uid, req.ID)
 	if err != nil {
 		return false, err
 	}
@@ -362,7 +362,7 @@ func (s *Service) contactsGetBlocked(ctx context.Context, req *tg.ContactsGetBlo
 		total int
 		users []tg.UserClass
 	)
-	err = s.viewState("contacts.getBlocked", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "contacts.getBlocked", func(tx storage.Reader) error {
 		var err error
 		page, total, err = messaging.ListBlocked(tx, uid, offset, limit)
 		if err != nil {

@@ -128,8 +128,8 @@ func (s *Service) render(tx storage.Reader, viewer int64, msgs []*messaging.Mess
 
 // peerAndEntities resolves the peer a message goes to and checks its
 // entities, as the caller sees them.
-func (s *Service) peerAndEntities(method string, uid int64, in tg.InputPeerClass, ents []tg.MessageEntityClass) (peer messaging.Peer, enc []byte, err error) {
-	err = s.viewState(method, func(tx storage.Reader) error {
+func (s *Service) peerAndEntities(ctx context.Context, method string, uid int64, in tg.InputPeerClass, ents []tg.MessageEntityClass) (peer messaging.Peer, enc []byte, err error) {
+	err = s.viewState(ctx, method, func(tx storage.Reader) error {
 		if peer, err = s.peer(tx, uid, in); err != nil {
 			return err
 		}
@@ -144,11 +144,11 @@ func (s *Service) peerAndEntities(method string, uid int64, in tg.InputPeerClass
 // DC keeps in another group than the sender's box, so it is checked here,
 // before the send is proposed; a block that lands in between is caught at
 // delivery, which drops the message.
-func (s *Service) notBlockedBy(method string, uid int64, to messaging.Peer) error {
+func (s *Service) notBlockedBy(ctx context.Context, method string, uid int64, to messaging.Peer) error {
 	if to.Kind != messaging.PeerKindUser || to.ID == uid {
 		return nil
 	}
-	return s.viewState(method, func(tx storage.Reader) error {
+	return s.viewState(ctx, method, func(tx storage.Reader) error {
 		blocked, err := messaging.IsBlocked(tx, to.ID, uid)
 		if err == nil && blocked {
 			err = messaging.ErrUserIsBlocked
@@ -159,9 +159,9 @@ func (s *Service) notBlockedBy(method string, uid int64, to messaging.Peer) erro
 
 // messageUpdates answers with an updates object carrying msgs as the
 // viewer sees them; wrap turns the rendered messages into the updates.
-func (s *Service) messageUpdates(method string, viewer int64, msgs []*messaging.Message, wrap func([]tg.MessageClass) []tg.UpdateClass) (*tg.Updates, error) {
+func (s *Service) messageUpdates(ctx context.Context, method string, viewer int64, msgs []*messaging.Message, wrap func([]tg.MessageClass) []tg.UpdateClass) (*tg.Updates, error) {
 	out := &tg.Updates{Date: int(s.opts.Now().Unix())}
-	err := s.viewState(method, func(tx storage.Reader) error {
+	err := s.viewState(ctx, method, func(tx storage.Reader) error {
 		rendered, users, err := s.render(tx, viewer, msgs)
 		if err != nil {
 			return err
@@ -185,11 +185,11 @@ func (s *Service) messagesSendMessage(ctx context.Context, req *tg.MessagesSendM
 		From: uid, Auth: auth, RandomID: req.RandomID, Text: req.Message,
 		ReplyTo: replyToID(req.ReplyTo), Silent: req.Silent, ClearDraft: req.ClearDraft,
 	}
-	cmd.To, cmd.Entities, err = s.peerAndEntities(method, uid, req.Peer, req.Entities)
+	cmd.To, cmd.Entities, err = s.peerAndEntities(ctx, method, uid, req.Peer, req.Entities)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.notBlockedBy(method, uid, cmd.To); err != nil {
+	if err := s.notBlockedBy(ctx, method, uid, cmd.To); err != nil {
 		return nil, err
 	}
 	res, err := s.applyCommand(ctx, method, cmd)
@@ -218,7 +218,7 @@ func (s *Service) messagesForwardMessages(ctx context.Context, req *tg.MessagesF
 		From: uid, Auth: auth, IDs: req.ID, RandomIDs: req.RandomID,
 		DropAuthor: req.DropAuthor, Silent: req.Silent,
 	}
-	err = s.viewState(method, func(tx storage.Reader) error {
+	err = s.viewState(ctx, method, func(tx storage.Reader) error {
 		if cmd.FromPeer, err = s.peer(tx, uid, req.FromPeer); err != nil {
 			return err
 		}
@@ -228,7 +228,7 @@ func (s *Service) messagesForwardMessages(ctx context.Context, req *tg.MessagesF
 	if err != nil {
 		return nil, err
 	}
-	if err := s.notBlockedBy(method, uid, cmd.To); err != nil {
+	if err := s.notBlockedBy(ctx, method, uid, cmd.To); err != nil {
 		return nil, err
 	}
 	res, err := s.applyCommand(ctx, method, cmd)
@@ -236,7 +236,7 @@ func (s *Service) messagesForwardMessages(ctx context.Context, req *tg.MessagesF
 		return nil, err
 	}
 	fw := res.(messaging.Forwarded)
-	return s.messageUpdates(method, uid, fw.Msgs, func(msgs []tg.MessageClass) []tg.UpdateClass {
+	return s.messageUpdates(ctx, method, uid, fw.Msgs, func(msgs []tg.MessageClass) []tg.UpdateClass {
 		out := make([]tg.UpdateClass, 0, 2*len(msgs))
 		for i, m := range fw.Msgs {
 			out = append(out, &tg.UpdateMessageID{ID: m.ID, RandomID: fw.RandomIDs[i]})
@@ -258,7 +258,7 @@ func (s *Service) messagesEditMessage(ctx context.Context, req *tg.MessagesEditM
 		return nil, tgerr.New(400, "MEDIA_INVALID")
 	}
 	cmd := messaging.EditMessage{User: uid, Auth: auth, ID: req.ID, Text: req.Message}
-	cmd.Peer, cmd.Entities, err = s.peerAndEntities(method, uid, req.Peer, req.Entities)
+	cmd.Peer, cmd.Entities, err = s.peerAndEntities(ctx, method, uid, req.Peer, req.Entities)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +267,7 @@ func (s *Service) messagesEditMessage(ctx context.Context, req *tg.MessagesEditM
 		return nil, err
 	}
 	ed := res.(messaging.Edited)
-	return s.messageUpdates(method, uid, []*messaging.Message{ed.Msg}, func(msgs []tg.MessageClass) []tg.UpdateClass {
+	return s.messageUpdates(ctx, method, uid, []*messaging.Message{ed.Msg}, func(msgs []tg.MessageClass) []tg.UpdateClass {
 		return []tg.UpdateClass{&tg.UpdateEditMessage{Message: msgs[0], Pts: ed.Pts, PtsCount: 1}}
 	})
 }
@@ -295,7 +295,7 @@ func (s *Service) messagesReadHistory(ctx context.Context, req *tg.MessagesReadH
 		return nil, err
 	}
 	cmd := messaging.ReadHistory{User: uid, Auth: auth, MaxID: req.MaxID}
-	err = s.viewState(method, func(tx storage.Reader) error {
+	err = s.viewState(ctx, method, func(tx storage.Reader) error {
 		cmd.Peer, err = s.peer(tx, uid, req.Peer)
 		return err
 	})
@@ -330,7 +330,7 @@ func (s *Service) messagesGetHistory(ctx context.Context, req *tg.MessagesGetHis
 		return nil, err
 	}
 	var out tg.MessagesMessagesClass
-	err = s.viewState(method, func(tx storage.Reader) error {
+	err = s.viewState(ctx, method, func(tx storage.Reader) error {
 		p, err := s.peer(tx, uid, req.Peer)
 		if err != nil {
 			return err
@@ -359,7 +359,7 @@ func (s *Service) messagesSearch(ctx context.Context, req *tg.MessagesSearchRequ
 		return empty, nil // longer than any message: nothing can match
 	}
 	var out tg.MessagesMessagesClass
-	err = s.viewState(method, func(tx storage.Reader) error {
+	err = s.viewState(ctx, method, func(tx storage.Reader) error {
 		p, err := s.peer(tx, uid, req.Peer)
 		if err != nil {
 			return err
@@ -407,7 +407,7 @@ func (s *Service) messagesGetMessages(ctx context.Context, in []tg.InputMessageC
 		}
 	}
 	var out tg.MessagesMessagesClass
-	err = s.viewState(method, func(tx storage.Reader) error {
+	err = s.viewState(ctx, method, func(tx storage.Reader) error {
 		msgs, err := messaging.GetMessages(tx, uid, ids)
 		if err != nil {
 			return err
@@ -512,7 +512,7 @@ func (s *Service) messagesGetDialogs(ctx context.Context, req *tg.MessagesGetDia
 		q.OffsetPeer = &op
 	}
 	var out tg.MessagesDialogsClass
-	err = s.viewState(method, func(tx storage.Reader) error {
+	err = s.viewState(ctx, method, func(tx storage.Reader) error {
 		list, total, err := messaging.ListDialogs(tx, uid, q)
 		if err != nil {
 			return err
@@ -556,7 +556,7 @@ func (s *Service) messagesGetPeerDialogs(ctx context.Context, peers []tg.InputDi
 		return nil, errLimitInvalid
 	}
 	var out *tg.MessagesPeerDialogs
-	err = s.viewState(method, func(tx storage.Reader) error {
+	err = s.viewState(ctx, method, func(tx storage.Reader) error {
 		var list []*messaging.Dialog
 		for _, in := range peers {
 			p, err := s.dialogPeer(tx, uid, in)
@@ -587,7 +587,7 @@ func (s *Service) messagesGetPinnedDialogs(ctx context.Context, folderID int) (*
 		return nil, err
 	}
 	var out *tg.MessagesPeerDialogs
-	err = s.viewState(method, func(tx storage.Reader) error {
+	err = s.viewState(ctx, method, func(tx storage.Reader) error {
 		var list []*messaging.Dialog
 		if folderID == 0 {
 			if list, err = messaging.PinnedDialogs(tx, uid); err != nil {
@@ -607,7 +607,7 @@ func (s *Service) messagesToggleDialogPin(ctx context.Context, req *tg.MessagesT
 		return false, err
 	}
 	cmd := messaging.ToggleDialogPin{User: uid, Auth: auth, Pinned: req.Pinned}
-	err = s.viewState(method, func(tx storage.Reader) error {
+	err = s.viewState(ctx, method, func(tx storage.Reader) error {
 		cmd.Peer, err = s.dialogPeer(tx, uid, req.Peer)
 		return err
 	})
@@ -632,7 +632,7 @@ func (s *Service) messagesSetTyping(ctx context.Context, req *tg.MessagesSetTypi
 		return false, tgerr.New(400, "TYPE_CONSTRUCTOR_INVALID")
 	}
 	var to int64
-	err = s.viewState(method, func(tx storage.Reader) error {
+	err = s.viewState(ctx, method, func(tx storage.Reader) error {
 		p, err := s.peer(tx, uid, req.Peer)
 		if err != nil {
 			return err
@@ -669,7 +669,7 @@ func (s *Service) messagesSaveDraft(ctx context.Context, req *tg.MessagesSaveDra
 		return false, tgerr.New(400, "MEDIA_INVALID")
 	}
 	cmd := messaging.SaveDraft{User: uid, Auth: auth, Text: req.Message, ReplyTo: replyToID(req.ReplyTo), NoWebpage: req.NoWebpage}
-	cmd.Peer, cmd.Entities, err = s.peerAndEntities(method, uid, req.Peer, req.Entities)
+	cmd.Peer, cmd.Entities, err = s.peerAndEntities(ctx, method, uid, req.Peer, req.Entities)
 	if err != nil {
 		return false, err
 	}

@@ -24,7 +24,7 @@ func (s *Service) self(ctx context.Context) (int64, error) {
 		return 0, tgerr.New(401, "AUTH_KEY_PERM_EMPTY")
 	}
 	var uid int64
-	err := s.m.View(func(tx storage.Reader) error {
+	err := s.m.View(ctx, func(tx storage.Reader) error {
 		a, ok, err := messaging.GetAuthorization(tx, call.PermKeyID)
 		if err != nil || !ok {
 			return err

@@ -51,7 +51,7 @@ func (s *Service) updatesGetState(ctx context.Context) (*tg.UpdatesState, error)
 		return nil, err
 	}
 	var st tg.UpdatesState
-	err = s.viewState("updates.getState", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "updates.getState", func(tx storage.Reader) error {
 		st, err = s.updatesState(tx, uid)
 		return err
 	})
@@ -79,7 +79,7 @@ func (s *Service) updatesGetDifference(ctx context.Context, req *tg.UpdatesGetDi
 	}
 	now := int(s.opts.Now().Unix())
 	var out tg.UpdatesDifferenceClass
-	err = s.viewState(method, func(tx storage.Reader) error {
+	err = s.viewState(ctx, method, func(tx storage.Reader) error {
 		st, err := messaging.GetState(tx, uid)
 		if err != nil {
 			return err
@@ -224,7 +224,7 @@ func (s *Service) RenderEvent(ev messaging.Event) (bin.Encoder, error) {
 		return &tg.UpdateShort{Update: u, Date: now}, nil
 	}
 	out := &tg.Updates{Updates: []tg.UpdateClass{u}, Chats: []tg.ChatClass{}, Date: now}
-	err = s.m.View(func(tx storage.Reader) error {
+	err = s.m.View(context.Background(), func(tx storage.Reader) error {
 		out.Users, err = s.usersFor(tx, ev.UserID, updateUserIDs(u))
 		return err
 	})

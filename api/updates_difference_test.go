@@ -54,7 +54,7 @@ func newSvcFixture(t *testing.T) *svcFixture {
 	t.Cleanup(func() { db.Close() })
 	rec := &recorder{}
 	m := messaging.NewMachine(db.Table("msg"), rec)
-	s := New(Options{DC: 1, Machine: m, Access: messaging.NewAccessHashes([]byte("0123456789abcdef")), TestNumbers: true,
+	s := New(Options{DC: 1, Machine: Local(m), Access: messaging.NewAccessHashes([]byte("0123456789abcdef")), TestNumbers: true,
 		Now: func() time.Time { return time.Unix(1_700_000_000, 0) }})
 	return &svcFixture{t: t, s: s, m: m, rec: rec}
 }

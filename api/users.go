@@ -80,7 +80,7 @@ func (s *Service) usersGetUsers(ctx context.Context, in []tg.InputUserClass) ([]
 		return nil, errLimitInvalid
 	}
 	var out []tg.UserClass
-	err = s.viewState("users.getUsers", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "users.getUsers", func(tx storage.Reader) error {
 		ids := make([]int64, 0, len(in))
 		for _, iu := range in {
 			id, err := s.resolveUser(tx, viewer, iu)
@@ -102,7 +102,7 @@ func (s *Service) usersGetFullUser(ctx context.Context, in tg.InputUserClass) (*
 		return nil, err
 	}
 	var out *tg.UsersUserFull
-	err = s.viewState("users.getFullUser", func(tx storage.Reader) error {
+	err = s.viewState(ctx, "users.getFullUser", func(tx storage.Reader) error {
 		id, err := s.resolveUser(tx, viewer, in)
 		if err != nil {
 			return err

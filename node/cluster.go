@@ -25,14 +25,23 @@ import (
 	"github.com/mtnode/mtnode/storage"
 )
 
-// dataGroup is the raft group that holds the messaging state and the DC's
-// secrets. Today a data center has one (see DESIGN.md, "Groups"); the
-// other groups are shards of the auth keys.
-const dataGroup replication.ShardID = 0
+// dataGroup is the directory group: logins, users' public records,
+// authorizations and the DC's secrets (see DESIGN.md, "Groups"); groups
+// 1..n hold users' boxes and auth keys by id.
+const dataGroup replication.ShardID = messaging.DirGroup
 
 // keyShard is the group that holds auth key id.
 func (c *clusterNode) keyShard(id int64) replication.ShardID {
-	return replication.ShardID(1 + int(cluster.ShardOf(id, len(c.groups)-1)))
+	return replication.ShardID(c.layout.KeyGroup(id))
+}
+
+// dirCommitTimeout bounds how long directory followers may go without
+// hearing the leader's commit index.
+const dirCommitTimeout = 20 * time.Millisecond
+
+// layoutFor is the messaging layout of a DC of shards shards.
+func layoutFor(shards int) messaging.Layout {
+	return messaging.Layout{Shards: shards, ShardOf: func(id int64, n int) int { return int(cluster.ShardOf(id, n)) }}
 }
 
 // clusterNode is the clustered half of a node: identity, mesh, gossip and
@@ -44,6 +53,9 @@ type clusterNode struct {
 	db      *storage.DB
 	mesh    *cluster.Mesh
 	members *cluster.Membership
+	layout  messaging.Layout
+	// pumpWake[g] wakes group g's outbox pump.
+	pumpWake []chan struct{}
 	// groups[g] is shard g's raft group on this node: 0 the data group,
 	// 1..cluster.shards the auth key shards. trs and reps go with them.
 	groups  []*replication.Group
@@ -108,16 +120,18 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 	rc.SnapshotThreshold = uint64(cfg.Cluster.SnapshotEntries)
 	rc.TrailingLogs = uint64(cfg.Cluster.SnapshotEntries)
 	rc.SnapshotInterval = cfg.Cluster.SnapshotInterval.Duration
-	// Group 0 holds the messaging state; groups 1..shards hold the auth
-	// keys, spread by key id.
-	// The data group's events are pushed by whichever replica leads when
-	// they are applied, off raft's FSM goroutine.
+	// Group 0 is the directory; groups 1..shards hold users' boxes and
+	// auth keys by id (messaging.Layout). Every group's events are pushed
+	// by whichever replica leads when they are applied, off raft's FSM
+	// goroutine.
 	c.events = newAsyncNotifier(notify, func() { m.pushFrames.WithLabelValues("dropped").Inc() })
+	c.layout = layoutFor(cfg.Cluster.Shards)
 	for g := 0; g <= cfg.Cluster.Shards; g++ {
-		rep := messaging.NewReplicated(nil)
-		if g == int(dataGroup) {
-			rep = messaging.NewReplicated(c.events)
-		}
+		rep := messaging.NewReplicated(c.events)
+		rep.SetLayout(c.layout)
+		wake := make(chan struct{}, 1)
+		c.pumpWake = append(c.pumpWake, wake)
+		rep.OnOutbox(func() { c.wakePump(g) })
 		layer, err := layers.Layer(uint64(g))
 		if err != nil {
 			return nil, err
@@ -129,8 +143,19 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 			Logger:  replication.NewHCLogger(log.With("component", "raft-transport", "shard", g)),
 		})
 		c.trs = append(c.trs, tr)
+		grc := rc
+		if g == int(dataGroup) {
+			// Directory reads are served by followers (shardReader), which
+			// learn of a commit from the leader's next append; with no
+			// traffic that comes every CommitTimeout. Keep it short here,
+			// so an authorization or profile is seen DC-wide within tens
+			// of milliseconds; other groups keep the cheap default.
+			c := *rc
+			c.CommitTimeout = dirCommitTimeout
+			grc = &c
+		}
 		grp, err := replication.NewGroup(replication.Config{
-			Raft:         rc,
+			Raft:         grc,
 			Shard:        replication.ShardID(g),
 			ID:           raft.ServerID(c.id),
 			DB:           db,
@@ -141,9 +166,7 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 		if err != nil {
 			return nil, err
 		}
-		if g == int(dataGroup) {
-			rep.PushWhenLeader(grp.IsLeader)
-		}
+		rep.PushWhenLeader(grp.IsLeader)
 		c.groups, c.reps = append(c.groups, grp), append(c.reps, rep)
 	}
 	c.group, c.rep = c.groups[dataGroup], c.reps[dataGroup]
@@ -267,6 +290,9 @@ func (c *clusterNode) run() {
 	}
 	c.spawn(func() { c.autopilot(ctx) })
 	c.spawn(func() { c.observe(ctx) })
+	for g := range c.groups {
+		c.spawn(func() { c.runPump(ctx, g) })
+	}
 }
 
 func (c *clusterNode) spawn(f func()) {

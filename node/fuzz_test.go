@@ -9,6 +9,7 @@ import (
 	"github.com/gotd/td/bin"
 	"github.com/gotd/td/tg"
 
+	"github.com/mtnode/mtnode/messaging"
 	"github.com/mtnode/mtnode/protocol"
 )
 
@@ -20,7 +21,11 @@ func FuzzRPC(f *testing.F) {
 	(&tg.HelpGetConfigRequest{}).Encode(&b)
 	call := &protocol.Call{AuthKeyID: 1, PermKeyID: 2, SessionID: 3, MsgID: 4, Layer: 228,
 		Client: &protocol.ClientInfo{APIID: 5, DeviceModel: "d"}, Body: &b}
-	f.Add(encodeCall(call, b.Buf))
+	f.Add(encodeCall(call, 3, b.Buf))
+	f.Add(append([]byte{opRead}, `{"Group":2,"Key":"dXNlcgA="}`...))
+	f.Add(append([]byte{opRead}, `{"Group":0,"Scan":true,"Prefix":"dW5hbWUv","After":"eA=="}`...))
+	inbox, _ := messaging.EncodeCommand(messaging.Inbox{Group: 2, Src: 1, Seqs: []int64{7}, Steps: [][]byte{{1, 2}}}, messaging.Env{})
+	f.Add(append(binary.BigEndian.AppendUint32([]byte{opPropose}, 2), inbox...))
 	f.Add(binary.BigEndian.AppendUint64([]byte{opLoadKey}, 42))
 	f.Add(append(binary.BigEndian.AppendUint64([]byte{opStoreKey}, 42), make([]byte, 300)...))
 	f.Add([]byte{opStoreKey, 1, 2})
@@ -33,13 +38,24 @@ func FuzzRPC(f *testing.F) {
 			return
 		}
 		op, body := in[0], in[1:]
-		if c, err := parseCall(body); err == nil {
-			if c.Body == nil || len(c.Body.Buf) < 4 || c.Layer < 0 || c.Layer > 10000 {
-				t.Fatalf("accepted call %+v", c)
+		const groups = 17
+		if c, g, err := parseCall(body, groups); err == nil {
+			if c.Body == nil || len(c.Body.Buf) < 4 || c.Layer < 0 || c.Layer > 10000 || g >= groups {
+				t.Fatalf("accepted call %+v for group %d", c, g)
 			}
-			again, err := parseCall(encodeCall(c, c.Body.Buf)[1:])
-			if err != nil || again.MsgID != c.MsgID || !bytes.Equal(again.Body.Buf, c.Body.Buf) {
+			again, g2, err := parseCall(encodeCall(c, int(g), c.Body.Buf)[1:], groups)
+			if err != nil || g2 != g || again.MsgID != c.MsgID || !bytes.Equal(again.Body.Buf, c.Body.Buf) {
 				t.Fatalf("call does not round-trip: %v", err)
+			}
+		}
+		if q, err := parseReadRequest(body, groups); err == nil {
+			if q.Group < 0 || q.Group >= groups || len(q.Key) > maxReadKey || len(q.Prefix) > maxReadKey || q.Scan == (len(q.Key) > 0) {
+				t.Fatalf("accepted read %+v", q)
+			}
+		}
+		if g, cmd, err := parsePropose(body, layoutFor(groups-1)); err == nil {
+			if in, ok := cmd.(messaging.Inbox); !ok || in.Group != g || g >= groups {
+				t.Fatalf("accepted proposal %T for group %d", cmd, g)
 			}
 		}
 		if id, rec, err := parseKeyRequest(op, body); err == nil {

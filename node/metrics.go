@@ -1,6 +1,12 @@
 package node
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func groupLabel(g int) string { return strconv.Itoa(g) }
 
 // clusterMetrics are a clustered node's replication, routing and gossip
 // metrics.
@@ -19,6 +25,8 @@ type clusterMetrics struct {
 	forwarded      *prometheus.CounterVec
 	forwardSeconds prometheus.Histogram
 	pushFrames     *prometheus.CounterVec
+	outboxPending  *prometheus.GaugeVec
+	outboxSteps    *prometheus.CounterVec
 }
 
 func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
@@ -67,9 +75,15 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 		pushFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mtnode_push_bus_frames_total", Help: "Update push bus frames, by direction (sent, received, dropped).",
 		}, []string{"dir"}),
+		outboxPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mtnode_outbox_pending", Help: "Steps waiting in the outbox of a group this node leads, by group.",
+		}, []string{"group"}),
+		outboxSteps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mtnode_outbox_steps_total", Help: "Outbox steps carried to their group, or to be retried, by result.",
+		}, []string{"result"}),
 	}
 	reg.MustRegister(m.applySeconds, m.leaderChanges, m.isLeader, m.groupsLed, m.appliedIndex, m.commitIndex,
 		m.applyLag, m.snapshotBytes, m.members, m.gossipHealth, m.autopilotSteps, m.forwarded,
-		m.forwardSeconds, m.pushFrames)
+		m.forwardSeconds, m.pushFrames, m.outboxPending, m.outboxSteps)
 	return m
 }

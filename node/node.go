@@ -145,7 +145,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
 		}
 		keys := authKeyStore{t: n.db.Table("authkey")}
 		machine := messaging.NewMachine(n.db.Table("msg"), n.notify)
-		n.notify.view.Store(viewer(machine))
+		n.notify.view.Store(viewer(api.Local(machine)))
 		n.notify.push = func(perms []int64, msg bin.Encoder) {
 			if srv := n.notify.srv.Load(); srv != nil {
 				for _, p := range perms {
@@ -153,7 +153,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
 				}
 			}
 		}
-		if err := n.build(sec, keys, machine, nil); err != nil {
+		if err := n.build(sec, keys, api.Local(machine), nil); err != nil {
 			return nil, err
 		}
 	}

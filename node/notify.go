@@ -35,7 +35,7 @@ type notifier struct {
 
 // viewer reads the messaging state.
 type viewer interface {
-	View(fn func(tx storage.Reader) error) error
+	View(ctx context.Context, fn func(tx storage.Reader) error) error
 }
 
 // Notify implements messaging.Notifier.
@@ -47,7 +47,7 @@ func (n *notifier) Notify(events []messaging.Event) {
 	}
 	for _, ev := range events {
 		var perms []int64
-		if err := m.View(func(tx storage.Reader) error {
+		if err := m.View(context.Background(), func(tx storage.Reader) error {
 			var err error
 			perms, err = messaging.UserAuthorizations(tx, ev.UserID)
 			return err

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gotd/td/bin"
@@ -34,12 +33,15 @@ const (
 	opStoreKey byte = 3 // body: key id (8) | record
 	opSecrets  byte = 4 // ok body: JSON map of the DC's secrets
 	opStatus   byte = 5 // ok body: JSON NodeStatus
+	opRead     byte = 6 // body: JSON readRequest; ok body: JSON readResponse
+	opPropose  byte = 7 // body: group (4) | an encoded messaging.Inbox
 
-	stOK        byte = 0
-	stRPCError  byte = 1 // body: JSON rpcError, a Telegram error for the client
-	stNotLeader byte = 2 // body: the leader's raft address, if known
-	stNotFound  byte = 3
-	stFailed    byte = 4 // body: text, logged; the client sees INTERNAL
+	stOK         byte = 0
+	stRPCError   byte = 1 // body: JSON rpcError, a Telegram error for the client
+	stNotLeader  byte = 2 // body: the leader's raft address, if known
+	stNotFound   byte = 3
+	stFailed     byte = 4 // body: text, logged; the client sees INTERNAL
+	stWrongGroup byte = 5 // body: group (4) the call must run at
 )
 
 // Bounds on what a peer may send.
@@ -48,13 +50,15 @@ const (
 	maxRPCResponse = 32 << 20
 )
 
-// errNotLeader is a peer's answer that it does not lead the data group.
+// errNotLeader is a peer's answer that it does not lead the group asked.
 type errNotLeader struct{ hint raft.ServerAddress }
 
 func (e errNotLeader) Error() string { return "peer is not the leader (hint " + string(e.hint) + ")" }
 
 // forwardedCall is a protocol.Call on the wire.
 type forwardedCall struct {
+	// Group is the call's home group, which the receiver must lead.
+	Group                int
 	AuthKeyID, PermKeyID int64
 	SessionID, MsgID     int64
 	Layer                int
@@ -73,10 +77,10 @@ type rawTL []byte
 
 func (r rawTL) Encode(b *bin.Buffer) error { b.Put(r); return nil }
 
-// router answers client calls on a clustered node: on the data group's
-// leader it runs the API locally, elsewhere it forwards the call to the
-// leader over the mesh and relays the answer, retrying across elections
-// and leader changes until cluster.hold_timeout.
+// router answers client calls on a clustered node: on the leader of the
+// call's home group it runs the API locally, elsewhere it forwards the
+// call to that leader over the mesh and relays the answer, retrying
+// across elections and leader changes until cluster.hold_timeout.
 type router struct {
 	c     *clusterNode
 	local protocol.Handler
@@ -101,27 +105,34 @@ func newRouter(c *clusterNode) *router {
 // errCallFailed is what a client gets when no leader answered in time.
 var errCallFailed = tgerr.New(500, "RPC_CALL_FAIL")
 
-// runLocal runs a call on this node, which leads the data group. A call
+// runLocal runs a call on this node, which leads its home group. A call
 // that wrote went through raft, which fails on a deposed leader. A call
 // that only read must not answer from a deposed leader's stale replica
 // (one partitioned away keeps believing it leads for up to the leader
-// lease), so it answers only after raft confirms the leadership with a
-// quorum (VerifyLeader: one heartbeat round, shared by concurrent calls);
-// otherwise it is unavailable here and retried at the real leader.
+// lease), so it answers only after raft confirms, with a quorum, the
+// leadership of every group it read locally as leader (VerifyLeader: one
+// heartbeat round, shared by concurrent calls); otherwise it is
+// unavailable here and retried at the real leader.
 func (r *router) runLocal(ctx context.Context, call *protocol.Call) (bin.Encoder, error) {
-	w := new(atomic.Bool)
-	res, err := r.local.Handle(context.WithValue(ctx, wroteKey{}, w), call)
-	if w.Load() || errors.Is(err, messaging.ErrUnavailable) {
+	t := &callTrack{}
+	res, err := r.local.Handle(context.WithValue(ctx, callTrackKey{}, t), call)
+	t.mu.Lock()
+	wrote, led := t.wrote, t.led
+	t.mu.Unlock()
+	if wrote || errors.Is(err, messaging.ErrUnavailable) {
 		return res, err
 	}
-	if verr := r.c.group.Raft().VerifyLeader().Error(); verr != nil {
-		return nil, fmt.Errorf("%w: verify leadership: %w", messaging.ErrUnavailable, verr)
+	futs := make([]raft.Future, 0, len(led))
+	for g := range led {
+		futs = append(futs, r.c.groups[g].Raft().VerifyLeader())
+	}
+	for _, f := range futs {
+		if verr := f.Error(); verr != nil {
+			return nil, fmt.Errorf("%w: verify leadership: %w", messaging.ErrUnavailable, verr)
+		}
 	}
 	return res, err
 }
-
-// wroteKey marks, in a call's context, that the call proposed a command.
-type wroteKey struct{}
 
 // localMethods need no state and describe the node the client is talking
 // to (its own address in help.getConfig), so every node answers them
@@ -140,24 +151,26 @@ func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, 
 	ctx, cancel := context.WithTimeout(ctx, r.c.cfg.Cluster.HoldTimeout.Duration)
 	defer cancel()
 	body := slices.Clone(call.Body.Buf)
-	var fwd []byte
 	var next raft.ServerAddress // the leader a peer just named
 	result := "ok"
 	defer func() { r.c.metrics.forwardSeconds.Observe(time.Since(start).Seconds()) }()
+	home := r.homeOf(ctx, call)
 	for attempt := 0; ; attempt++ {
-		if r.c.group.IsLeader() {
+		var wg errWrongGroup
+		if r.c.groups[home].IsLeader() {
 			lc := *call
 			lc.Body = &bin.Buffer{Buf: slices.Clone(body)}
 			res, err := r.runLocal(ctx, &lc)
+			if errors.As(err, &wg) && wg.g != int(home) {
+				home, next = replication.ShardID(wg.g), ""
+				continue // the command belongs elsewhere: run it there
+			}
 			if !errors.Is(err, messaging.ErrUnavailable) {
 				return res, err
 			}
-		} else if addr := cmpOr(next, r.leaderOf(ctx, dataGroup)); addr != "" {
+		} else if addr := cmpOr(next, r.leaderOf(ctx, home)); addr != "" {
 			next = ""
-			if fwd == nil {
-				fwd = encodeCall(call, body)
-			}
-			res, err := r.forward(ctx, addr, fwd)
+			res, err := r.forward(ctx, home, addr, encodeCall(call, int(home), body))
 			if err == nil {
 				r.c.metrics.forwarded.WithLabelValues(result).Inc()
 				return res, nil
@@ -168,15 +181,19 @@ func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, 
 				return nil, te
 			}
 			var nl errNotLeader
-			if errors.As(err, &nl) {
-				r.setHint(dataGroup, nl.hint)
+			switch {
+			case errors.As(err, &wg) && wg.g != int(home):
+				home = replication.ShardID(wg.g)
+				continue
+			case errors.As(err, &nl):
+				r.setHint(home, nl.hint)
 				if nl.hint != addr {
 					next = nl.hint
 					continue // straight to the leader it named
 				}
-			} else {
+			default:
 				r.c.log.Debug("forward failed", "leader", string(addr), "err", err)
-				r.setHint(dataGroup, "")
+				r.setHint(home, "")
 			}
 			result = "retried"
 		}
@@ -209,8 +226,9 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func encodeCall(call *protocol.Call, body []byte) []byte {
+func encodeCall(call *protocol.Call, group int, body []byte) []byte {
 	b, _ := json.Marshal(forwardedCall{
+		Group:     group,
 		AuthKeyID: call.AuthKeyID, PermKeyID: call.PermKeyID,
 		SessionID: call.SessionID, MsgID: call.MsgID,
 		Layer: call.Layer, NoUpdates: call.NoUpdates, Client: call.Client,
@@ -301,9 +319,10 @@ func (r *router) attemptCtx(ctx context.Context, g replication.ShardID, addr raf
 	return ctx, cancel
 }
 
-// forward sends an opCall to the leader at addr and decodes its answer.
-func (r *router) forward(ctx context.Context, addr raft.ServerAddress, req []byte) (bin.Encoder, error) {
-	actx, cancel := r.attemptCtx(ctx, dataGroup, addr)
+// forward sends an opCall to group g's leader at addr and decodes its
+// answer.
+func (r *router) forward(ctx context.Context, g replication.ShardID, addr raft.ServerAddress, req []byte) (bin.Encoder, error) {
+	actx, cancel := r.attemptCtx(ctx, g, addr)
 	defer cancel()
 	st, body, err := r.request(actx, addr, req)
 	if err != nil {
@@ -329,6 +348,11 @@ func statusErr(st byte, body []byte) error {
 	switch st {
 	case stNotLeader:
 		return errNotLeader{hint: raft.ServerAddress(body)}
+	case stWrongGroup:
+		if len(body) != 4 {
+			return errors.New("bad wrong-group answer")
+		}
+		return fmt.Errorf("%w: %w", messaging.ErrUnavailable, errWrongGroup{g: int(binary.BigEndian.Uint32(body))})
 	case stFailed:
 		return fmt.Errorf("peer failed: %s", body)
 	case stNotFound:
@@ -397,19 +421,22 @@ func (r *router) notLeader(g replication.ShardID) (byte, []byte) {
 func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []byte) {
 	switch op {
 	case opCall:
-		if !r.c.group.IsLeader() {
-			return r.notLeader(dataGroup)
-		}
-		call, err := parseCall(body)
+		call, g, err := parseCall(body, len(r.c.groups))
 		if err != nil {
 			return stFailed, []byte(err.Error())
+		}
+		if !r.c.groups[g].IsLeader() {
+			return r.notLeader(g)
 		}
 		res, err := r.runLocal(ctx, call)
 		if err != nil {
 			var te *tgerr.Error
+			var wg errWrongGroup
 			switch {
+			case errors.As(err, &wg):
+				return stWrongGroup, binary.BigEndian.AppendUint32(nil, uint32(wg.g))
 			case errors.Is(err, messaging.ErrUnavailable):
-				return r.notLeader(dataGroup)
+				return r.notLeader(g)
 			case errors.As(err, &te):
 				b, _ := json.Marshal(rpcError{Code: te.Code, Message: te.Message})
 				return stRPCError, b
@@ -463,6 +490,35 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 	case opStatus:
 		b, _ := json.Marshal(r.c.status())
 		return stOK, b
+	case opRead:
+		q, err := parseReadRequest(body, len(r.c.groups))
+		if err != nil {
+			return stFailed, []byte(err.Error())
+		}
+		if !r.c.groups[q.Group].IsLeader() {
+			return r.notLeader(replication.ShardID(q.Group))
+		}
+		resp, err := r.c.serveRead(q)
+		if err != nil {
+			return stFailed, []byte(err.Error())
+		}
+		b, _ := json.Marshal(resp)
+		return stOK, b
+	case opPropose:
+		g, cmd, err := parsePropose(body, r.c.layout)
+		if err != nil {
+			return stFailed, []byte(err.Error())
+		}
+		if !r.c.groups[g].IsLeader() {
+			return r.notLeader(replication.ShardID(g))
+		}
+		if _, err := r.c.applyOn(ctx, replication.ShardID(g), cmd, messaging.Env{}); err != nil {
+			if errors.Is(err, messaging.ErrUnavailable) {
+				return r.notLeader(replication.ShardID(g))
+			}
+			return stFailed, []byte(err.Error())
+		}
+		return stOK, nil
 	}
 	return stFailed, []byte(fmt.Sprintf("unknown op %d", op))
 }
@@ -473,24 +529,28 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 // maxErrorMessage bounds a relayed Telegram error's text.
 const maxErrorMessage = 256
 
-// parseCall decodes an opCall body into the call the API runs.
-func parseCall(body []byte) (*protocol.Call, error) {
+// parseCall decodes an opCall body into the call the API runs and its
+// home group (below groups).
+func parseCall(body []byte, groups int) (*protocol.Call, replication.ShardID, error) {
 	var fc forwardedCall
 	if err := json.Unmarshal(body, &fc); err != nil {
-		return nil, fmt.Errorf("bad call: %w", err)
+		return nil, 0, fmt.Errorf("bad call: %w", err)
 	}
 	if len(fc.Body) < 4 {
-		return nil, errors.New("bad call: no method")
+		return nil, 0, errors.New("bad call: no method")
 	}
 	if fc.Layer < 0 || fc.Layer > 10000 {
-		return nil, fmt.Errorf("bad call: layer %d", fc.Layer)
+		return nil, 0, fmt.Errorf("bad call: layer %d", fc.Layer)
+	}
+	if fc.Group < 0 || fc.Group >= groups {
+		return nil, 0, fmt.Errorf("bad call: group %d", fc.Group)
 	}
 	return &protocol.Call{
 		AuthKeyID: fc.AuthKeyID, PermKeyID: fc.PermKeyID,
 		SessionID: fc.SessionID, MsgID: fc.MsgID,
 		Layer: fc.Layer, NoUpdates: fc.NoUpdates, Client: fc.Client,
 		Body: &bin.Buffer{Buf: fc.Body},
-	}, nil
+	}, replication.ShardID(fc.Group), nil
 }
 
 // parseKeyRequest decodes an opLoadKey (id) or opStoreKey (id, record)
@@ -692,9 +752,10 @@ func (k clusterKeys) StoreKey(key *protocol.AuthKey) error {
 	}
 }
 
-// replicatedState is the api.State of a clustered node: commands go
-// through the data group (this node leads it when the API runs here; the
-// router sees to that), reads come from the local replica.
+// replicatedState is the api.State of a clustered node: each command goes
+// through its group, which this node must lead (the router runs the call
+// at the leader of the group its command belongs to; errWrongGroup sends
+// it there); reads go to each key's group (shardReader).
 type replicatedState struct {
 	c      *clusterNode
 	notify messaging.Notifier
@@ -703,10 +764,12 @@ type replicatedState struct {
 func (c *clusterNode) state() replicatedState { return replicatedState{c: c, notify: c.notify} }
 
 func (s replicatedState) Apply(ctx context.Context, cmd messaging.Command, env messaging.Env) (any, error) {
-	if w, ok := ctx.Value(wroteKey{}).(*atomic.Bool); ok {
-		w.Store(true)
+	g := s.c.layout.GroupOf(cmd)
+	if !s.c.groups[g].IsLeader() {
+		return nil, fmt.Errorf("%w: %w", messaging.ErrUnavailable, errWrongGroup{g: g})
 	}
-	return s.c.applyOn(ctx, dataGroup, cmd, env)
+	trackOf(ctx).markWrote()
+	return s.c.applyOn(ctx, replication.ShardID(g), cmd, env)
 }
 
 // applyOn proposes cmd to group g, which this node should lead. Failures
@@ -726,8 +789,10 @@ func (c *clusterNode) applyOn(ctx context.Context, g replication.ShardID, cmd me
 	return nil, err
 }
 
-func (s replicatedState) View(fn func(tx storage.Reader) error) error {
-	return s.c.group.View(func(tx *storage.Txn) error { return fn(tx) })
+func (s replicatedState) View(ctx context.Context, fn func(tx storage.Reader) error) error {
+	r := s.c.newShardReader(ctx)
+	defer r.close()
+	return fn(r)
 }
 
 func (s replicatedState) Publish(events []messaging.Event) {

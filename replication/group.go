@@ -250,6 +250,10 @@ func (g *Group) AppliedIndex() uint64 { return g.fsm.AppliedIndex() }
 // Barrier or VerifyLeader.
 func (g *Group) View(fn func(tx *storage.Txn) error) error { return g.data.View(fn) }
 
+// Snapshot opens a read-only snapshot of the state machine's data, for
+// reads that span several groups; Discard it when done.
+func (g *Group) Snapshot() *storage.Snapshot { return g.data.Snapshot() }
+
 // Run waits until ctx ends, Close is called or the state machine fails,
 // then shuts the group down. It returns the state machine's failure, or
 // nil.

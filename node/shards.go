@@ -1,0 +1,348 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/gotd/td/tg"
+
+	"github.com/mtnode/mtnode/messaging"
+	"github.com/mtnode/mtnode/protocol"
+	"github.com/mtnode/mtnode/replication"
+	"github.com/mtnode/mtnode/storage"
+)
+
+// Reads across groups (DESIGN.md, "Sharded messaging"). A call runs on
+// the leader of its home group; what it reads of other groups comes from
+// their leaders over the mesh (opRead), except the directory, which every
+// replica may serve (see shardReader).
+
+// callTrack is what a call did, kept in its context: whether it proposed
+// a command, and which groups it read locally as their leader (a
+// read-only call confirms those leaderships before answering).
+type callTrack struct {
+	mu    sync.Mutex
+	wrote bool
+	led   map[int]bool
+}
+
+type callTrackKey struct{}
+
+func trackOf(ctx context.Context) *callTrack {
+	t, _ := ctx.Value(callTrackKey{}).(*callTrack)
+	return t
+}
+
+func (t *callTrack) markWrote() {
+	if t != nil {
+		t.mu.Lock()
+		t.wrote = true
+		t.mu.Unlock()
+	}
+}
+
+func (t *callTrack) markLed(g int) {
+	if t != nil {
+		t.mu.Lock()
+		if t.led == nil {
+			t.led = map[int]bool{}
+		}
+		t.led[g] = true
+		t.mu.Unlock()
+	}
+}
+
+// errWrongGroup says a command belongs to a group this node does not
+// lead: the call must run at that group's leader.
+type errWrongGroup struct{ g int }
+
+func (e errWrongGroup) Error() string { return fmt.Sprintf("command belongs to group %d", e.g) }
+
+// shardReader is the storage.Reader of a call on a clustered node. Each
+// key is read from its group (messaging.Layout.GroupOfKey):
+//
+//   - from this node's replica when this node leads the group: current,
+//     and confirmed with a quorum before a read-only call answers;
+//   - for the directory, from this node's replica when it holds one,
+//     leader or not: profiles, usernames and authorizations a few
+//     milliseconds old are what a client would have seen a moment
+//     earlier. A key missing there is asked of the leader, so a user or
+//     authorization created a moment ago on another node is found;
+//   - otherwise from the group's leader over the mesh.
+type shardReader struct {
+	c     *clusterNode
+	ctx   context.Context
+	snaps map[int]*storage.Snapshot
+	// follower[g]: this node's replica of g is read though it does not
+	// lead g.
+	follower map[int]bool
+}
+
+func (c *clusterNode) newShardReader(ctx context.Context) *shardReader {
+	return &shardReader{c: c, ctx: ctx, snaps: map[int]*storage.Snapshot{}, follower: map[int]bool{}}
+}
+
+func (r *shardReader) close() {
+	for _, s := range r.snaps {
+		if s != nil {
+			s.Discard()
+		}
+	}
+}
+
+// local returns this node's snapshot of group g if reads may use it.
+func (r *shardReader) local(g int) *storage.Txn {
+	if s, ok := r.snaps[g]; ok {
+		if s == nil {
+			return nil
+		}
+		return &s.Txn
+	}
+	grp := r.c.groups[g]
+	switch {
+	case grp.IsLeader():
+		trackOf(r.ctx).markLed(g)
+	case g == messaging.DirGroup && r.c.inGroupOf(replication.ShardID(g)):
+		r.follower[g] = true
+	default:
+		r.snaps[g] = nil
+		return nil
+	}
+	s := grp.Snapshot()
+	r.snaps[g] = s
+	return &s.Txn
+}
+
+func (r *shardReader) Get(k []byte) ([]byte, error) {
+	g, err := r.c.layout.GroupOfKey(k)
+	if err != nil {
+		return nil, err
+	}
+	if tx := r.local(g); tx != nil {
+		v, err := tx.Get(k)
+		if !errors.Is(err, storage.ErrNotFound) || !r.follower[g] {
+			return v, err
+		}
+	}
+	resp, err := r.c.rt.remoteRead(r.ctx, readRequest{Group: g, Key: k})
+	if err != nil {
+		return nil, err
+	}
+	if !resp.Found {
+		return nil, storage.ErrNotFound
+	}
+	return resp.Values[0], nil
+}
+
+func (r *shardReader) Iterate(prefix, start []byte, reverse bool, fn func(k, v []byte) (bool, error)) error {
+	g, err := r.c.layout.GroupOfKey(prefix)
+	if err != nil {
+		return err
+	}
+	if tx := r.local(g); tx != nil {
+		return tx.Iterate(prefix, start, reverse, fn)
+	}
+	req := readRequest{Group: g, Scan: true, Prefix: prefix, Start: start, Reverse: reverse}
+	for {
+		resp, err := r.c.rt.remoteRead(r.ctx, req)
+		if err != nil {
+			return err
+		}
+		for i, k := range resp.Keys {
+			more, err := fn(k, resp.Values[i])
+			if err != nil || !more {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Keys) == 0 {
+			return nil
+		}
+		last := resp.Keys[len(resp.Keys)-1]
+		req.Start, req.After = last, last
+	}
+}
+
+// readRequest is an opRead body: one key, or a page of a prefix scan
+// from Start (skipping After, the last key of the previous page).
+type readRequest struct {
+	Group   int
+	Key     []byte `json:",omitempty"`
+	Scan    bool   `json:",omitempty"`
+	Prefix  []byte `json:",omitempty"`
+	Start   []byte `json:",omitempty"`
+	After   []byte `json:",omitempty"`
+	Reverse bool   `json:",omitempty"`
+}
+
+type readResponse struct {
+	Found  bool     `json:",omitempty"`
+	Keys   [][]byte `json:",omitempty"`
+	Values [][]byte
+	More   bool `json:",omitempty"`
+}
+
+// Bounds of one remote read page.
+const (
+	readPageKeys  = 256
+	readPageBytes = 1 << 20
+	maxReadKey    = 4096
+)
+
+// parseReadRequest decodes and bounds an opRead body.
+func parseReadRequest(body []byte, groups int) (readRequest, error) {
+	var q readRequest
+	if err := json.Unmarshal(body, &q); err != nil {
+		return q, fmt.Errorf("bad read: %w", err)
+	}
+	switch {
+	case q.Group < 0 || q.Group >= groups:
+		return q, fmt.Errorf("bad read: group %d", q.Group)
+	case len(q.Key) > maxReadKey || len(q.Prefix) > maxReadKey || len(q.Start) > maxReadKey || len(q.After) > maxReadKey:
+		return q, errors.New("bad read: key too long")
+	case q.Scan == (len(q.Key) > 0):
+		return q, errors.New("bad read: want exactly one of key and scan")
+	}
+	return q, nil
+}
+
+// serveRead answers an opRead from this node's replica of the group,
+// which it leads (checked by the caller).
+func (c *clusterNode) serveRead(q readRequest) (readResponse, error) {
+	var resp readResponse
+	err := c.groups[q.Group].View(func(tx *storage.Txn) error {
+		if !q.Scan {
+			v, err := tx.Get(q.Key)
+			if errors.Is(err, storage.ErrNotFound) {
+				return nil
+			}
+			resp.Found, resp.Values = err == nil, [][]byte{v}
+			return err
+		}
+		size := 0
+		return tx.Iterate(q.Prefix, q.Start, q.Reverse, func(k, v []byte) (bool, error) {
+			if q.After != nil && string(k) == string(q.After) {
+				return true, nil
+			}
+			if len(resp.Keys) >= readPageKeys || size >= readPageBytes {
+				resp.More = true
+				return false, nil
+			}
+			resp.Keys = append(resp.Keys, append([]byte(nil), k...))
+			resp.Values = append(resp.Values, v)
+			size += len(k) + len(v)
+			return true, nil
+		})
+	})
+	return resp, err
+}
+
+// remoteRead runs q at the group's leader, following leader changes for
+// up to the hold timeout.
+func (r *router) remoteRead(ctx context.Context, q readRequest) (readResponse, error) {
+	var resp readResponse
+	b, _ := json.Marshal(q)
+	ctx, cancel := context.WithTimeout(ctx, r.c.cfg.Cluster.HoldTimeout.Duration)
+	defer cancel()
+	st, body, err := r.toLeader(ctx, replication.ShardID(q.Group), append([]byte{opRead}, b...))
+	if err != nil {
+		return resp, err
+	}
+	if st != stOK {
+		return resp, statusErr(st, body)
+	}
+	if err := json.Unmarshal(body, &resp); err != nil {
+		return resp, fmt.Errorf("bad read response: %w", err)
+	}
+	if q.Scan && len(resp.Keys) != len(resp.Values) {
+		return resp, errors.New("bad read response: keys and values differ")
+	}
+	if resp.Found && len(resp.Values) != 1 {
+		return resp, errors.New("bad read response: no value")
+	}
+	return resp, nil
+}
+
+// proposeTo runs cmd on group g: here if this node leads g, else at the
+// leader (opPropose, which accepts only outbox batches).
+func (c *clusterNode) proposeTo(ctx context.Context, g int, cmd messaging.Command) (any, error) {
+	if c.groups[g].IsLeader() {
+		res, err := c.applyOn(ctx, replication.ShardID(g), cmd, messaging.Env{})
+		if !errors.Is(err, messaging.ErrUnavailable) {
+			return res, err
+		}
+	}
+	entry, err := messaging.EncodeCommand(cmd, messaging.Env{})
+	if err != nil {
+		return nil, err
+	}
+	req := binary.BigEndian.AppendUint32([]byte{opPropose}, uint32(g))
+	st, body, err := c.rt.toLeader(ctx, replication.ShardID(g), append(req, entry...))
+	if err != nil {
+		return nil, err
+	}
+	if st != stOK {
+		return nil, statusErr(st, body)
+	}
+	return nil, nil
+}
+
+// parsePropose decodes an opPropose body: the group and an encoded
+// command, which must be an Inbox for that group.
+func parsePropose(body []byte, l messaging.Layout) (int, messaging.Command, error) {
+	if len(body) < 4 {
+		return 0, nil, errors.New("bad propose: short")
+	}
+	g := int(binary.BigEndian.Uint32(body))
+	if g >= l.Groups() {
+		return 0, nil, fmt.Errorf("bad propose: group %d", g)
+	}
+	cmd, _, err := messaging.DecodeCommand(body[4:])
+	if err != nil {
+		return 0, nil, err
+	}
+	in, ok := cmd.(messaging.Inbox)
+	if !ok || in.Group != g || l.GroupOf(in) != g || in.Src < 0 || in.Src >= l.Groups() {
+		return 0, nil, fmt.Errorf("bad propose: %s for group %d", cmd.Kind(), g)
+	}
+	return g, cmd, nil
+}
+
+// dirMethods are the methods whose command belongs to the directory
+// (messaging.Layout.GroupOf): logins, sign-up, authorizations, profile.
+var dirMethods = map[uint32]bool{
+	tg.AuthSendCodeRequestTypeID:              true,
+	tg.AuthResendCodeRequestTypeID:            true,
+	tg.AuthCancelCodeRequestTypeID:            true,
+	tg.AuthSignInRequestTypeID:                true,
+	tg.AuthSignUpRequestTypeID:                true,
+	tg.AuthLogOutRequestTypeID:                true,
+	tg.AuthResetAuthorizationsRequestTypeID:   true,
+	tg.AccountResetAuthorizationRequestTypeID: true,
+	tg.AccountUpdateProfileRequestTypeID:      true,
+	tg.AccountUpdateUsernameRequestTypeID:     true,
+	tg.AccountGetAuthorizationsRequestTypeID:  true,
+	tg.AccountCheckUsernameRequestTypeID:      true,
+}
+
+// homeOf is the group a call should run at: the directory for its
+// methods and for callers not signed in, else the caller's own group,
+// where what the call reads and writes mostly lives. A guess that proves
+// wrong (the command belongs elsewhere) costs one more hop, not
+// correctness: errWrongGroup moves the call.
+func (r *router) homeOf(ctx context.Context, call *protocol.Call) replication.ShardID {
+	id, err := call.Body.PeekID()
+	if err != nil || dirMethods[id] || call.PermKeyID == 0 {
+		return dataGroup
+	}
+	sr := r.c.newShardReader(ctx)
+	defer sr.close()
+	a, ok, err := messaging.GetAuthorization(sr, call.PermKeyID)
+	if err != nil || !ok {
+		return dataGroup
+	}
+	return replication.ShardID(r.c.layout.UserGroup(a.UserID))
+}
