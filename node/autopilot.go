@@ -248,9 +248,13 @@ func (c *clusterNode) observe(ctx context.Context) {
 		} else {
 			c.metrics.isLeader.Set(0)
 		}
-		if sz, err := c.group.LastSnapshotSize(); err == nil {
-			c.metrics.snapshotBytes.Set(float64(sz))
+		var snaps int64
+		for _, grp := range c.groups {
+			if sz, err := grp.LastSnapshotSize(); err == nil {
+				snaps += sz
+			}
 		}
+		c.metrics.snapshotBytes.Set(float64(snaps))
 		c.metrics.members.Set(float64(c.members.NumMembers()))
 		c.metrics.gossipHealth.Set(float64(c.members.Health()))
 	}

@@ -54,7 +54,7 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			Name: "mtnode_raft_apply_lag", Help: "Committed entries not yet applied by this replica.",
 		}),
 		snapshotBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mtnode_raft_snapshot_bytes", Help: "Size of this replica's latest snapshot.",
+			Name: "mtnode_raft_snapshot_bytes", Help: "Size of this node's latest snapshots, summed over its groups.",
 		}),
 		members: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mtnode_gossip_members", Help: "Members alive or suspect in this node's view.",
