@@ -242,11 +242,11 @@ func (g *Group) LastSnapshotSize() (int64, error) {
 // IsLeader reports whether this replica leads the group.
 func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }
 
-// AppliedIndex is the index of the last log entry applied on this
-// replica: the state machine's last command, or a later entry raft applied
-// itself (a new leader's no-op, a configuration change), so that a
-// caught-up replica reports the leader's commit index.
-func (g *Group) AppliedIndex() uint64 { return max(g.fsm.AppliedIndex(), g.raft.AppliedIndex()) }
+// AppliedIndex is the index of the last command applied on this replica.
+// Entries raft handles itself (a new leader's no-op, configuration
+// changes) never reach the state machine, so an idle group's last such
+// entries leave it below the commit index of a caught-up replica.
+func (g *Group) AppliedIndex() uint64 { return g.fsm.AppliedIndex() }
 
 // View reads this replica's copy of the shard's data. It is as fresh as
 // the replica's applied index: linearizable only on a leader after
