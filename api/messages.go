@@ -139,24 +139,6 @@ func (s *Service) peerAndEntities(ctx context.Context, method string, uid int64,
 	return peer, enc, err
 }
 
-// notBlockedBy refuses a send to a user who blocked the sender
-// (USER_IS_BLOCKED). The block list is the recipient's, which a clustered
-// DC keeps in another group than the sender's box, so it is checked here,
-// before the send is proposed; a block that lands in between is caught at
-// delivery, which drops the message.
-func (s *Service) notBlockedBy(ctx context.Context, method string, uid int64, to messaging.Peer) error {
-	if to.Kind != messaging.PeerKindUser || to.ID == uid {
-		return nil
-	}
-	return s.viewState(ctx, method, func(tx storage.Reader) error {
-		blocked, err := messaging.IsBlocked(tx, to.ID, uid)
-		if err == nil && blocked {
-			err = messaging.ErrUserIsBlocked
-		}
-		return err
-	})
-}
-
 // messageUpdates answers with an updates object carrying msgs as the
 // viewer sees them; wrap turns the rendered messages into the updates.
 func (s *Service) messageUpdates(ctx context.Context, method string, viewer int64, msgs []*messaging.Message, wrap func([]tg.MessageClass) []tg.UpdateClass) (*tg.Updates, error) {
@@ -187,9 +169,6 @@ func (s *Service) messagesSendMessage(ctx context.Context, req *tg.MessagesSendM
 	}
 	cmd.To, cmd.Entities, err = s.peerAndEntities(ctx, method, uid, req.Peer, req.Entities)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.notBlockedBy(ctx, method, uid, cmd.To); err != nil {
 		return nil, err
 	}
 	res, err := s.applyCommand(ctx, method, cmd)
@@ -226,9 +205,6 @@ func (s *Service) messagesForwardMessages(ctx context.Context, req *tg.MessagesF
 		return err
 	})
 	if err != nil {
-		return nil, err
-	}
-	if err := s.notBlockedBy(ctx, method, uid, cmd.To); err != nil {
 		return nil, err
 	}
 	res, err := s.applyCommand(ctx, method, cmd)
@@ -640,8 +616,9 @@ func (s *Service) messagesSetTyping(ctx context.Context, req *tg.MessagesSetTypi
 		if p.ID == uid {
 			return nil
 		}
-		// Someone who blocked the caller does not see them type.
-		blocked, err := messaging.IsBlocked(tx, p.ID, uid)
+		// Someone who blocked the caller does not see them type (the
+		// caller's group knows of the block: no read of theirs).
+		blocked, err := messaging.IsBlockedBy(tx, uid, p.ID)
 		if err != nil || blocked {
 			return err
 		}

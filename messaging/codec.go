@@ -155,6 +155,8 @@ func newCommand(kind string) (func([]byte) (Command, error), bool) {
 		return decodeAs[DeleteCopies], true
 	case ReadOutbox{}.Kind():
 		return decodeAs[ReadOutbox], true
+	case BlockedBy{}.Kind():
+		return decodeAs[BlockedBy], true
 	case Inbox{}.Kind():
 		return decodeAs[Inbox], true
 	case OutboxAck{}.Kind():
@@ -186,7 +188,7 @@ func registeredCommands() []Command {
 		SaveDraft{}, ToggleDialogPin{},
 		SendMessage{}, DeliverMessage{}, ForwardMessages{}, EditMessage{},
 		DeleteMessages{}, ReadHistory{}, EditCopy{}, DeleteCopies{}, ReadOutbox{},
-		Inbox{}, OutboxAck{},
+		BlockedBy{}, Inbox{}, OutboxAck{},
 		StoreAuthKey{}, InitSecrets{},
 	}
 }

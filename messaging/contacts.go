@@ -288,7 +288,11 @@ func (c Block) apply(tx *storage.Txn, env Env) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Applied{Result: true, Events: []Event{ev}}, nil
+	evs, err := emit(tx, env, c.Owner, c.Other, BlockedBy{User: c.Other, By: c.Owner, Blocked: true})
+	if err != nil {
+		return nil, err
+	}
+	return Applied{Result: true, Events: append([]Event{ev}, evs...)}, nil
 }
 
 // Unblock removes Other from Owner's block list (contacts.unblock). Its
@@ -323,7 +327,41 @@ func (c Unblock) apply(tx *storage.Txn, env Env) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Applied{Result: true, Events: []Event{ev}}, nil
+	evs, err := emit(tx, env, c.Owner, c.Other, BlockedBy{User: c.Other, By: c.Owner})
+	if err != nil {
+		return nil, err
+	}
+	return Applied{Result: true, Events: append([]Event{ev}, evs...)}, nil
+}
+
+// BlockedBy is a block's step in the blocked user's group: it records
+// (or, with Blocked false, forgets) that By blocked User, so that User's
+// own sends can answer USER_IS_BLOCKED without reading By's group. By's
+// block list stays the truth: DeliverMessage checks it again.
+type BlockedBy struct {
+	User, By int64
+	Blocked  bool
+}
+
+// Kind implements Command.
+func (BlockedBy) Kind() string { return "contacts.blocked_by" }
+
+func (c BlockedBy) apply(tx *storage.Txn, env Env) (any, error) {
+	k := key("blockedby", c.User, c.By)
+	if c.Blocked {
+		return nil, tx.Set(k, nil)
+	}
+	return nil, tx.Delete(k)
+}
+
+// IsBlockedBy reports whether by blocked user, as user's own group knows
+// it (from BlockedBy steps).
+func IsBlockedBy(tx storage.Reader, user, by int64) (bool, error) {
+	_, err := tx.Get(key("blockedby", user, by))
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // ListBlocked returns owner's block list, most recently blocked first,

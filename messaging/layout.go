@@ -53,7 +53,7 @@ var (
 		"state": true, "upd": true, "msg": true, "hist": true, "rid": true, "dlv": true,
 		"dlg": true, "dord": true, "dcount": true, "dpin": true,
 		"contact": true, "contactn": true, "block": true, "blockseq": true,
-		"blockn": true, "blocknext": true,
+		"blockn": true, "blocknext": true, "blockedby": true,
 	}
 )
 
@@ -91,6 +91,8 @@ func (l Layout) GroupOf(cmd Command) int {
 		return l.UserGroup(c.Owner)
 	case Unblock:
 		return l.UserGroup(c.Owner)
+	case BlockedBy:
+		return l.UserGroup(c.User)
 	case SaveDraft:
 		return l.UserGroup(c.User)
 	case ToggleDialogPin:

@@ -370,13 +370,19 @@ func checkRecipient(tx storage.Reader, from int64, to Peer) error {
 	if to.ID == from {
 		return nil
 	}
-	// The recipient's existence and block list live with the recipient:
-	// the API checks them before proposing, and DeliverMessage does not
-	// deliver to a user who blocked the author.
+	// The recipient's existence is the API's check (users live in the
+	// directory). The recipient's block list lives with the recipient:
+	// this group knows of it through BlockedBy steps, and DeliverMessage
+	// checks the list itself, dropping what a block overtook.
 	if b, err := IsBlocked(tx, from, to.ID); err != nil {
 		return err
 	} else if b {
 		return ErrYouBlockedUser
+	}
+	if b, err := IsBlockedBy(tx, from, to.ID); err != nil {
+		return err
+	} else if b {
+		return ErrUserIsBlocked
 	}
 	return nil
 }

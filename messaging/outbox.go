@@ -20,7 +20,8 @@ import (
 //
 // The group's leader pumps its outbox: it proposes the entries for one
 // destination, in seq order, as one Inbox command on the destination
-// group, then an OutboxAck here that deletes them. The destination keeps
+// group, and now and then an OutboxAck here that deletes what the
+// destinations applied. The destination keeps
 //
 //	inbox/<source group>               the last seq it applied from there
 //
@@ -89,10 +90,11 @@ type OutboxEntry struct {
 	Step []byte
 }
 
-// PendingOutbox lists, per destination group, the oldest pending entries
-// of this group's outbox (at most InboxMaxSteps and about InboxMaxBytes
-// each), in seq order. tx is the group's own replica.
-func PendingOutbox(tx storage.Reader) (map[int][]OutboxEntry, error) {
+// PendingOutbox lists, per destination group, the oldest entries of this
+// group's outbox above after[dest] (what the pump already carried but has
+// not acknowledged yet): at most InboxMaxSteps and about InboxMaxBytes
+// each, in seq order. tx is the group's own replica.
+func PendingOutbox(tx storage.Reader, after map[int]int64) (map[int][]OutboxEntry, error) {
 	out := map[int][]OutboxEntry{}
 	size := map[int]int{}
 	err := tx.Iterate([]byte("outbox/"), nil, false, func(k, v []byte) (bool, error) {
@@ -100,10 +102,11 @@ func PendingOutbox(tx storage.Reader) (map[int][]OutboxEntry, error) {
 			return false, fmt.Errorf("messaging: bad outbox key %x", k)
 		}
 		dest := int(binary.BigEndian.Uint64(k[7:]))
-		if len(out[dest]) >= InboxMaxSteps || size[dest]+len(v) > InboxMaxBytes && len(out[dest]) > 0 {
+		seq := int64(binary.BigEndian.Uint64(k[16:]))
+		if seq <= after[dest] || len(out[dest]) >= InboxMaxSteps || size[dest]+len(v) > InboxMaxBytes && len(out[dest]) > 0 {
 			return true, nil
 		}
-		out[dest] = append(out[dest], OutboxEntry{Seq: int64(binary.BigEndian.Uint64(k[16:])), Step: v})
+		out[dest] = append(out[dest], OutboxEntry{Seq: seq, Step: v})
 		size[dest] += len(v)
 		return true, nil
 	})
@@ -149,7 +152,7 @@ var ErrStepKind = errors.New("messaging: not an outbox step")
 // isStep reports whether cmd may arrive through an outbox.
 func isStep(cmd Command) bool {
 	switch cmd.(type) {
-	case DeliverMessage, EditCopy, DeleteCopies, ReadOutbox:
+	case DeliverMessage, EditCopy, DeleteCopies, ReadOutbox, BlockedBy:
 		return true
 	}
 	return false
@@ -195,12 +198,18 @@ func (c Inbox) apply(tx *storage.Txn, env Env) (any, error) {
 	return Applied{Result: InboxResult{Upto: last}, Events: evs}, nil
 }
 
-// OutboxAck deletes this group's outbox entries for Dest up to Upto, once
-// Dest applied them.
+// OutboxAck deletes this group's outbox entries that their destinations
+// applied: for each mark, those for Dest up to Upto.
 type OutboxAck struct {
 	Group int
-	Dest  int
-	Upto  int64
+	Marks []OutboxMark
+}
+
+// OutboxMark says destination group Dest applied this group's steps up
+// to seq Upto.
+type OutboxMark struct {
+	Dest int
+	Upto int64
 }
 
 // Kind implements Command.
@@ -208,15 +217,17 @@ func (OutboxAck) Kind() string { return "outbox.ack" }
 
 func (c OutboxAck) apply(tx *storage.Txn, env Env) (any, error) {
 	var del [][]byte
-	err := tx.Iterate(append(key("outbox", int64(c.Dest)), '/'), nil, false, func(k, _ []byte) (bool, error) {
-		if len(k) < 8 || int64(binary.BigEndian.Uint64(k[len(k)-8:])) > c.Upto {
-			return false, nil
+	for _, m := range c.Marks {
+		err := tx.Iterate(append(key("outbox", int64(m.Dest)), '/'), nil, false, func(k, _ []byte) (bool, error) {
+			if len(k) < 8 || int64(binary.BigEndian.Uint64(k[len(k)-8:])) > m.Upto {
+				return false, nil
+			}
+			del = append(del, append([]byte(nil), k...))
+			return true, nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		del = append(del, append([]byte(nil), k...))
-		return true, nil
-	})
-	if err != nil {
-		return nil, err
 	}
 	for _, k := range del {
 		if err := tx.Delete(k); err != nil {

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -9,20 +11,26 @@ import (
 	"github.com/mtnode/mtnode/replication"
 )
 
-// The outbox pump (DESIGN.md, "Sharded messaging"): the leader of each
-// group carries its outbox to the destination groups. One goroutine per
-// group; a round reads the oldest pending entries per destination,
-// proposes each destination's batch as one messaging.Inbox (concurrently
-// across destinations), and after each success proposes an OutboxAck
-// here. The destination skips seqs it has applied, so a batch sent again
-// by a new leader (the old one died before its ack) applies once.
+// The outbox pump (DESIGN.md, "The outbox pump"): the leader of each group
+// carries its outbox to the destination groups. One goroutine per group;
+// a round reads, per destination, the oldest entries not carried yet,
+// proposes each destination's batch as one messaging.Inbox there
+// (concurrently across destinations), and remembers what each
+// destination applied. What was carried is deleted by an OutboxAck here
+// at most every pumpAckEvery, one entry for every destination, so under
+// load the ack costs a small fraction of a commit per message. A batch
+// sent again (by a new leader, which starts from the last ack) is skipped
+// by the destination, which keeps the last seq it applied per source.
 
-// pumpRetry is the wait after a failed round; pumpIdle the period at
-// which an idle leader looks anyway (its outbox may hold entries a
-// previous leader committed but did not carry).
 const (
+	// pumpRetry is the wait after a failed round.
 	pumpRetry = 100 * time.Millisecond
-	pumpIdle  = time.Second
+	// pumpIdle is the period at which an idle leader looks anyway: its
+	// outbox may hold entries a previous leader committed but did not
+	// carry, and acks may be due.
+	pumpIdle = time.Second
+	// pumpAckEvery spaces a group's acks.
+	pumpAckEvery = 100 * time.Millisecond
 )
 
 func (c *clusterNode) wakePump(g int) {
@@ -32,11 +40,23 @@ func (c *clusterNode) wakePump(g int) {
 	}
 }
 
+// pump is one group's pump state, owned by its goroutine.
+type pump struct {
+	c *clusterNode
+	g int
+	// carried[dest] is the last seq dest applied, as this node saw it; the
+	// outbox still holds entries up to it until acked.
+	carried map[int]int64
+	acked   map[int]int64
+	lastAck time.Time
+}
+
 func (c *clusterNode) runPump(ctx context.Context, g int) {
+	p := &pump{c: c, g: g, carried: map[int]int64{}, acked: map[int]int64{}}
 	t := time.NewTicker(pumpIdle)
 	defer t.Stop()
 	for {
-		busy, ok := c.pumpRound(ctx, g)
+		busy, ok := p.round(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -57,59 +77,84 @@ func (c *clusterNode) runPump(ctx context.Context, g int) {
 	}
 }
 
-// pumpRound carries one batch per destination. busy: there was something
-// to carry; ok: every batch got through.
-func (c *clusterNode) pumpRound(ctx context.Context, g int) (busy, ok bool) {
+// round carries one batch per destination and acks if due. busy: there
+// was something to carry; ok: every batch got through.
+func (p *pump) round(ctx context.Context) (busy, ok bool) {
+	c, g := p.c, p.g
 	grp := c.groups[g]
 	if !grp.IsLeader() {
 		c.metrics.outboxPending.WithLabelValues(groupLabel(g)).Set(0)
+		clear(p.carried) // a later leadership starts from the outbox
+		clear(p.acked)
 		return false, true
 	}
 	snap := grp.Snapshot()
-	pending, err := messaging.PendingOutbox(&snap.Txn)
-	depth, derr := messaging.OutboxDepth(&snap.Txn)
+	pending, err := messaging.PendingOutbox(&snap.Txn, p.carried)
 	snap.Discard()
-	if err != nil || derr != nil {
-		c.log.Error("read outbox", "group", g, "err", err, "depth_err", derr)
+	if err != nil {
+		c.log.Error("read outbox", "group", g, "err", err)
 		return false, false
 	}
-	total := 0
-	for _, n := range depth {
-		total += n
+	n := 0
+	for _, es := range pending {
+		n += len(es)
 	}
-	c.metrics.outboxPending.WithLabelValues(groupLabel(g)).Set(float64(total))
-	if len(pending) == 0 {
-		return false, true
-	}
+	c.metrics.outboxPending.WithLabelValues(groupLabel(g)).Set(float64(n))
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Cluster.HoldTimeout.Duration)
 	defer cancel()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
 	ok = true
-	for dest, entries := range pending {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			in := messaging.Inbox{Group: dest, Src: g}
-			for _, e := range entries {
-				in.Seqs, in.Steps = append(in.Seqs, e.Seq), append(in.Steps, e.Step)
-			}
-			upto := in.Seqs[len(in.Seqs)-1]
-			_, err := c.proposeTo(ctx, dest, in)
-			if err == nil {
-				_, err = c.applyOn(ctx, replication.ShardID(g), messaging.OutboxAck{Group: g, Dest: dest, Upto: upto}, messaging.Env{})
-			}
-			if err != nil {
-				c.log.Debug("outbox batch not carried", "group", g, "dest", dest, "steps", len(entries), "err", err)
-				c.metrics.outboxSteps.WithLabelValues("retried").Add(float64(len(entries)))
+	if len(pending) > 0 {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for dest, entries := range pending {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				in := messaging.Inbox{Group: dest, Src: g}
+				for _, e := range entries {
+					in.Seqs, in.Steps = append(in.Seqs, e.Seq), append(in.Steps, e.Step)
+				}
+				if _, err := c.proposeTo(ctx, dest, in); err != nil {
+					c.log.Debug("outbox batch not carried", "group", g, "dest", dest, "steps", len(entries), "err", err)
+					c.metrics.outboxSteps.WithLabelValues("retried").Add(float64(len(entries)))
+					mu.Lock()
+					ok = false
+					mu.Unlock()
+					return
+				}
+				c.metrics.outboxSteps.WithLabelValues("carried").Add(float64(len(entries)))
 				mu.Lock()
-				ok = false
+				p.carried[dest] = in.Seqs[len(in.Seqs)-1]
 				mu.Unlock()
-				return
-			}
-			c.metrics.outboxSteps.WithLabelValues("carried").Add(float64(len(entries)))
-		}()
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
-	return true, ok
+	if err := p.ack(ctx, len(pending) == 0); err != nil {
+		c.log.Debug("outbox ack failed", "group", g, "err", err)
+		ok = false
+	}
+	return len(pending) > 0, ok
+}
+
+// ack deletes what was carried, if pumpAckEvery has passed or the pump is
+// idle (then at once: nothing else is coming to share the commit).
+func (p *pump) ack(ctx context.Context, idle bool) error {
+	var marks []messaging.OutboxMark
+	for _, dest := range slices.Sorted(maps.Keys(p.carried)) {
+		if p.carried[dest] > p.acked[dest] {
+			marks = append(marks, messaging.OutboxMark{Dest: dest, Upto: p.carried[dest]})
+		}
+	}
+	if len(marks) == 0 || (!idle && time.Since(p.lastAck) < pumpAckEvery) {
+		return nil
+	}
+	p.lastAck = time.Now()
+	if _, err := p.c.applyOn(ctx, replication.ShardID(p.g), messaging.OutboxAck{Group: p.g, Marks: marks}, messaging.Env{}); err != nil {
+		return err
+	}
+	for _, m := range marks {
+		p.acked[m.Dest] = m.Upto
+	}
+	return nil
 }

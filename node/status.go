@@ -13,7 +13,9 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/mtnode/mtnode/cluster"
+	"github.com/mtnode/mtnode/messaging"
 	"github.com/mtnode/mtnode/replication"
+	"github.com/mtnode/mtnode/storage"
 )
 
 // NodeStatus is what a node says about itself: on the mesh (opStatus), on
@@ -45,6 +47,10 @@ type GroupStatus struct {
 	AppliedIndex uint64   `json:"applied_index"`
 	CommitIndex  uint64   `json:"commit_index"`
 	LastIndex    uint64   `json:"last_index"`
+	// Outbox is the steps waiting in the group's outbox, per destination
+	// group, as its replica here holds it (carried ones leave at the next
+	// ack).
+	Outbox map[int]int `json:"outbox,omitempty"`
 }
 
 func (c *clusterNode) status() NodeStatus {
@@ -89,6 +95,15 @@ func (c *clusterNode) groupStatus(sh replication.ShardID) GroupStatus {
 		CommitIndex:  num("commit_index"),
 		LastIndex:    num("last_log_index"),
 		Voters:       []string{},
+	}
+	if err := grp.View(func(tx *storage.Txn) (err error) {
+		g.Outbox, err = messaging.OutboxDepth(tx)
+		return err
+	}); err != nil {
+		c.log.Warn("read outbox depth", "group", sh, "err", err)
+	}
+	if len(g.Outbox) == 0 {
+		g.Outbox = nil
 	}
 	for _, s := range c.configurationOf(sh) {
 		if s.Suffrage == raft.Voter {

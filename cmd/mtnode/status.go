@@ -55,16 +55,28 @@ func printStatus(w io.Writer, st node.ClusterStatus) {
 	fmt.Fprintf(w, "node %s  dc %d  mesh %s  clients %s  version %s  gossip health %d\n",
 		s.ID, s.DC, s.MeshAddr, s.ClientAddr, s.Version, s.Health)
 	g := s.Group
-	fmt.Fprintf(w, "data group %d: leader %s, voters %s", g.Shard, orNone(g.Leader), strings.Join(g.Voters, " "))
+	fmt.Fprintf(w, "directory (group %d): leader %s, voters %s", g.Shard, orNone(g.Leader), strings.Join(g.Voters, " "))
 	if len(g.NonVoters) > 0 {
 		fmt.Fprintf(w, ", staging %s", strings.Join(g.NonVoters, " "))
 	}
 	fmt.Fprintf(w, ", commit index %d\n", g.CommitIndex)
 	if len(s.Groups) > 1 {
-		fmt.Fprintf(w, "auth key shards: %d\n", len(s.Groups)-1)
+		fmt.Fprintf(w, "shards (users' boxes and auth keys): %d\n", len(s.Groups)-1)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tLEADER\tVOTERS\tSTAGING\tCOMMIT\tAPPLIED HERE\tOUTBOX")
+	for _, gs := range s.Groups {
+		outbox := 0
+		for _, n := range gs.Outbox {
+			outbox += n
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\n", gs.Shard, orNone(gs.Leader), strings.Join(gs.Voters, ","),
+			orDash(strings.Join(gs.NonVoters, ",")), gs.CommitIndex, gs.AppliedIndex, outbox)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tMESH\tDC\tROLE\tAPPLIED\tLAG\tLEADS\tSTATE")
 	for _, m := range st.Members {
 		role, applied, lag, leads, state := "-", "-", "-", "-", "alive"
@@ -118,6 +130,13 @@ func contains(l []string, s string) bool {
 		}
 	}
 	return false
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func orNone(s string) string {

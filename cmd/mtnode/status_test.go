@@ -21,7 +21,7 @@ func TestPrintStatus(t *testing.T) {
 	var out bytes.Buffer
 	printStatus(&out, st)
 	text := out.String()
-	for _, want := range []string{"leader n1", "auth key shards: 1", "n2  ", "voter", "7 ", "3 ", "n3", "down (not in gossip)"} {
+	for _, want := range []string{"leader n1", "shards (users' boxes and auth keys): 1", "GROUP", "n2  ", "voter", "7 ", "3 ", "n3", "down (not in gossip)"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status lacks %q:\n%s", want, text)
 		}
