@@ -360,7 +360,7 @@ func authorize(tx *storage.Txn, env Env, uid, permKeyID int64, d Device) (*Autho
 	if old, ok, err := GetAuthorization(tx, permKeyID); err != nil {
 		return nil, err
 	} else if ok {
-		if err := DeleteAuthorization(tx, old); err != nil {
+		if err := DeleteAuthorization(tx, env, old); err != nil {
 			return nil, err
 		}
 	}
@@ -378,7 +378,7 @@ func authorize(tx *storage.Txn, env Env, uid, permKeyID int64, d Device) (*Autho
 		APIID:     d.APIID,
 		Hash:      hash,
 	}
-	return a, PutAuthorization(tx, a)
+	return a, PutAuthorization(tx, env, a)
 }
 
 // SignUp registers the phone whose code SignIn verified (auth.signUp) and
@@ -448,7 +448,7 @@ func (c LogOut) apply(tx *storage.Txn, env Env) (any, error) {
 	if err != nil || !ok {
 		return false, err
 	}
-	return true, DeleteAuthorization(tx, a)
+	return true, DeleteAuthorization(tx, env, a)
 }
 
 // ResetAuthorizations ends every authorization of a user except Keep's
@@ -477,7 +477,7 @@ func (c ResetAuthorizations) apply(tx *storage.Txn, env Env) (any, error) {
 		if !ok {
 			a = &Authorization{PermKeyID: p, UserID: c.UserID}
 		}
-		if err := DeleteAuthorization(tx, a); err != nil {
+		if err := DeleteAuthorization(tx, env, a); err != nil {
 			return nil, err
 		}
 		out = append(out, p)
@@ -513,7 +513,7 @@ func (c ResetAuthorization) apply(tx *storage.Txn, env Env) (any, error) {
 			return nil, err
 		}
 		if ok && a.Hash == c.Hash {
-			return p, DeleteAuthorization(tx, a)
+			return p, DeleteAuthorization(tx, env, a)
 		}
 	}
 	return nil, errHashInvalid

@@ -33,25 +33,62 @@ func GetAuthorization(tx storage.Reader, permKeyID int64) (*Authorization, bool,
 }
 
 // PutAuthorization stores an authorization and indexes it under its user.
-func PutAuthorization(tx *storage.Txn, a *Authorization) error {
+func PutAuthorization(tx *storage.Txn, env Env, a *Authorization) error {
 	if err := putJSON(tx, key("auth", a.PermKeyID), a); err != nil {
 		return err
 	}
-	return tx.Set(key("uauth", a.UserID, a.PermKeyID), nil)
+	if err := tx.Set(key("uauth", a.UserID, a.PermKeyID), nil); err != nil {
+		return err
+	}
+	_, err := emit(tx, env, DirGroup, DeviceIndex{User: a.UserID, Perm: a.PermKeyID, Present: true})
+	return err
 }
 
-// DeleteAuthorization removes an authorization and its index entry.
-func DeleteAuthorization(tx *storage.Txn, a *Authorization) error {
+// DeleteAuthorization removes an authorization and its index entries.
+func DeleteAuthorization(tx *storage.Txn, env Env, a *Authorization) error {
 	if err := tx.Delete(key("auth", a.PermKeyID)); err != nil {
 		return err
 	}
-	return tx.Delete(key("uauth", a.UserID, a.PermKeyID))
+	if err := tx.Delete(key("uauth", a.UserID, a.PermKeyID)); err != nil {
+		return err
+	}
+	_, err := emit(tx, env, DirGroup, DeviceIndex{User: a.UserID, Perm: a.PermKeyID})
+	return err
+}
+
+// DeviceIndex is an authorization's step in its user's group: that
+// group's copy of the user's authorizations (dev/<uid>/<perm>), which
+// the leader pushing the user's updates reads locally. The directory's
+// uauth/ stays the truth for the directory's own commands.
+type DeviceIndex struct {
+	User, Perm int64
+	Present    bool
+}
+
+// Kind implements Command.
+func (DeviceIndex) Kind() string { return "auth.device_index" }
+
+func (c DeviceIndex) apply(tx *storage.Txn, env Env) (any, error) {
+	k := key("dev", c.User, c.Perm)
+	if c.Present {
+		return nil, tx.Set(k, nil)
+	}
+	return nil, tx.Delete(k)
+}
+
+// UserDevices lists the permanent key ids signed in as uid, from uid's
+// own group (DeviceIndex): what pushes go to.
+func UserDevices(tx storage.Reader, uid int64) ([]int64, error) {
+	return listPerms(tx, key("dev", uid, ""))
 }
 
 // UserAuthorizations lists the permanent key ids signed in as uid.
 func UserAuthorizations(tx storage.Reader, uid int64) ([]int64, error) {
+	return listPerms(tx, key("uauth", uid, ""))
+}
+
+func listPerms(tx storage.Reader, prefix []byte) ([]int64, error) {
 	var out []int64
-	prefix := key("uauth", uid, "")
 	err := tx.Iterate(prefix, nil, false, func(k, _ []byte) (bool, error) {
 		if len(k) == len(prefix)+8 {
 			out = append(out, int64(beUint64(k[len(prefix):])))

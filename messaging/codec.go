@@ -155,6 +155,8 @@ func newCommand(kind string) (func([]byte) (Command, error), bool) {
 		return decodeAs[DeleteCopies], true
 	case ReadOutbox{}.Kind():
 		return decodeAs[ReadOutbox], true
+	case DeviceIndex{}.Kind():
+		return decodeAs[DeviceIndex], true
 	case BlockedBy{}.Kind():
 		return decodeAs[BlockedBy], true
 	case Inbox{}.Kind():
@@ -188,7 +190,7 @@ func registeredCommands() []Command {
 		SaveDraft{}, ToggleDialogPin{},
 		SendMessage{}, DeliverMessage{}, ForwardMessages{}, EditMessage{},
 		DeleteMessages{}, ReadHistory{}, EditCopy{}, DeleteCopies{}, ReadOutbox{},
-		BlockedBy{}, Inbox{}, OutboxAck{},
+		BlockedBy{}, DeviceIndex{}, Inbox{}, OutboxAck{},
 		StoreAuthKey{}, InitSecrets{},
 	}
 }

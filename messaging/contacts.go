@@ -288,7 +288,7 @@ func (c Block) apply(tx *storage.Txn, env Env) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	evs, err := emit(tx, env, c.Owner, c.Other, BlockedBy{User: c.Other, By: c.Owner, Blocked: true})
+	evs, err := emit(tx, env, env.Layout().UserGroup(c.Owner), BlockedBy{User: c.Other, By: c.Owner, Blocked: true})
 	if err != nil {
 		return nil, err
 	}
@@ -327,7 +327,7 @@ func (c Unblock) apply(tx *storage.Txn, env Env) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	evs, err := emit(tx, env, c.Owner, c.Other, BlockedBy{User: c.Other, By: c.Owner})
+	evs, err := emit(tx, env, env.Layout().UserGroup(c.Owner), BlockedBy{User: c.Other, By: c.Owner})
 	if err != nil {
 		return nil, err
 	}

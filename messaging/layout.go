@@ -53,7 +53,7 @@ var (
 		"state": true, "upd": true, "msg": true, "hist": true, "rid": true, "dlv": true,
 		"dlg": true, "dord": true, "dcount": true, "dpin": true,
 		"contact": true, "contactn": true, "block": true, "blockseq": true,
-		"blockn": true, "blocknext": true, "blockedby": true,
+		"blockn": true, "blocknext": true, "blockedby": true, "dev": true,
 	}
 )
 
@@ -92,6 +92,8 @@ func (l Layout) GroupOf(cmd Command) int {
 	case Unblock:
 		return l.UserGroup(c.Owner)
 	case BlockedBy:
+		return l.UserGroup(c.User)
+	case DeviceIndex:
 		return l.UserGroup(c.User)
 	case SaveDraft:
 		return l.UserGroup(c.User)

@@ -33,7 +33,7 @@ type Env struct {
 
 // applyNotes is what a command's apply reports beside its result.
 type applyNotes struct {
-	outbox bool // appended to the outbox
+	outbox []OutboxMark // outbox entries appended, in order
 }
 
 // Command is one deterministic state change. apply must depend only on the
@@ -64,8 +64,9 @@ type Event struct {
 type Applied struct {
 	Result any
 	Events []Event
-	// Outbox is set when the command appended to its group's outbox.
-	Outbox bool
+	// Outbox lists the entries the command appended to its group's
+	// outbox: destination group and seq.
+	Outbox []OutboxMark
 }
 
 // Notifier receives events after their command committed.

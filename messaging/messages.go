@@ -498,7 +498,7 @@ func send(tx *storage.Txn, env Env, m *Message, auth int64, reply MsgRef) ([]Eve
 			To: m.Peer.ID, From: m.From, FromMsgID: m.ID,
 			Text: m.Text, Entities: m.Entities, Fwd: m.Fwd, Silent: m.Silent, ReplyTo: reply,
 		}
-		dev, err := emit(tx, env, m.From, m.Peer.ID, d)
+		dev, err := emit(tx, env, env.Layout().UserGroup(m.From), d)
 		if err != nil {
 			return nil, err
 		}
@@ -708,7 +708,7 @@ func (c EditMessage) apply(tx *storage.Txn, env Env) (any, error) {
 	ev.ExceptAuth = c.Auth
 	evs := []Event{ev}
 	if m.Peer.Kind == PeerKindUser && m.Peer.ID != c.User {
-		pev, err := emit(tx, env, c.User, m.Peer.ID, EditCopy{
+		pev, err := emit(tx, env, env.Layout().UserGroup(c.User), EditCopy{
 			Owner: m.Peer.ID, Author: c.User, AuthorMsgID: m.ID, Text: c.Text, Entities: c.Entities,
 		})
 		if err != nil {
@@ -840,7 +840,7 @@ func (c DeleteMessages) apply(tx *storage.Txn, env Env) (any, error) {
 	ev.ExceptAuth = c.Auth
 	evs := []Event{ev}
 	for _, p := range peers {
-		pev, err := emit(tx, env, c.User, p, *theirs[p])
+		pev, err := emit(tx, env, env.Layout().UserGroup(c.User), *theirs[p])
 		if err != nil {
 			return nil, err
 		}
@@ -1008,7 +1008,7 @@ func (c ReadHistory) apply(tx *storage.Txn, env Env) (any, error) {
 			return nil, err
 		}
 		if ok && m.PeerMsgID != 0 {
-			oev, err := emit(tx, env, c.User, c.Peer.ID, ReadOutbox{Author: c.Peer.ID, Reader: c.User, MaxID: m.PeerMsgID})
+			oev, err := emit(tx, env, env.Layout().UserGroup(c.User), ReadOutbox{Author: c.Peer.ID, Reader: c.User, MaxID: m.PeerMsgID})
 			if err != nil {
 				return nil, err
 			}

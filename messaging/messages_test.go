@@ -27,7 +27,7 @@ func (c putUsersCmd) apply(tx *storage.Txn, env Env) (any, error) {
 		if err := PutUser(tx, u); err != nil {
 			return nil, err
 		}
-		if err := PutAuthorization(tx, &Authorization{PermKeyID: authOf(id), UserID: id, Created: env.Now, Hash: 1}); err != nil {
+		if err := PutAuthorization(tx, env, &Authorization{PermKeyID: authOf(id), UserID: id, Created: env.Now, Hash: 1}); err != nil {
 			return nil, err
 		}
 	}

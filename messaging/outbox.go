@@ -1,7 +1,6 @@
 package messaging
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -16,7 +15,8 @@ import (
 // the command, under
 //
 //	outbox/<destination group>/<seq>   the step, encoded by EncodeCommand
-//	outseq                             the last seq used (one counter per group)
+//	outseq/<destination group>         the last seq used for that destination
+//	outack/<destination group>         the last seq acknowledged (deleted)
 //
 // The group's leader pumps its outbox: it proposes the entries for one
 // destination, in seq order, as one Inbox command on the destination
@@ -43,12 +43,13 @@ func (e Env) Layout() Layout {
 	return *e.layout
 }
 
-// emit runs step, which belongs to dest's group, here and now when that
-// is this group (or the layout has one group), else appends it to the
-// outbox. It returns the step's events when it ran.
-func emit(tx *storage.Txn, env Env, from, dest int64, step Command) ([]Event, error) {
+// emit runs step, a command of the group Layout.GroupOf names, here and
+// now when that is src, the group of the command emitting it (always, in
+// the one-group layout), else appends it to src's outbox. It returns the
+// step's events when it ran.
+func emit(tx *storage.Txn, env Env, src int, step Command) ([]Event, error) {
 	l := env.Layout()
-	if g := l.UserGroup(dest); g != l.UserGroup(from) {
+	if g := l.GroupOf(step); g != src {
 		return nil, appendOutbox(tx, env, g, step)
 	}
 	res, err := step.apply(tx, env)
@@ -66,16 +67,17 @@ func appendOutbox(tx *storage.Txn, env Env, dest int, step Command) error {
 	if err != nil {
 		return err
 	}
-	seq, _, err := getInt(tx, []byte("outseq"))
+	sk := key("outseq", int64(dest))
+	seq, _, err := getInt(tx, sk)
 	if err != nil {
 		return err
 	}
 	seq++
-	if err := putInt(tx, []byte("outseq"), seq); err != nil {
+	if err := putInt(tx, sk, seq); err != nil {
 		return err
 	}
 	if env.notes != nil {
-		env.notes.outbox = true
+		env.notes.outbox = append(env.notes.outbox, OutboxMark{Dest: dest, Upto: seq})
 	}
 	return tx.Set(outboxKey(dest, seq), b)
 }
@@ -84,46 +86,61 @@ func outboxKey(dest int, seq int64) []byte {
 	return key("outbox", int64(dest), seq)
 }
 
+// outboxRange is what the outbox holds for dest: seqs (acked, last].
+func outboxRange(tx storage.Reader, dest int) (acked, last int64, err error) {
+	if last, _, err = getInt(tx, key("outseq", int64(dest))); err != nil || last == 0 {
+		return 0, last, err
+	}
+	acked, _, err = getInt(tx, key("outack", int64(dest)))
+	return acked, last, err
+}
+
 // OutboxEntry is one pending step of a group's outbox.
 type OutboxEntry struct {
 	Seq  int64
 	Step []byte
 }
 
-// PendingOutbox lists, per destination group, the oldest entries of this
-// group's outbox above after[dest] (what the pump already carried but has
-// not acknowledged yet): at most InboxMaxSteps and about InboxMaxBytes
-// each, in seq order. tx is the group's own replica.
-func PendingOutbox(tx storage.Reader, after map[int]int64) (map[int][]OutboxEntry, error) {
+// PendingOutbox lists, per destination group (of groups), the oldest
+// entries of this group's outbox above after[dest] (what the pump
+// already carried but has not acknowledged yet): at most InboxMaxSteps
+// and about InboxMaxBytes each, in seq order. tx is the group's own
+// replica. It reads keys, never scans: the outbox's deleted entries stay
+// in Badger's memtable as versions a scan would walk.
+func PendingOutbox(tx storage.Reader, groups int, after map[int]int64) (map[int][]OutboxEntry, error) {
 	out := map[int][]OutboxEntry{}
-	size := map[int]int{}
-	err := tx.Iterate([]byte("outbox/"), nil, false, func(k, v []byte) (bool, error) {
-		if len(k) != len("outbox/")+8+1+8 {
-			return false, fmt.Errorf("messaging: bad outbox key %x", k)
+	for dest := range groups {
+		acked, last, err := outboxRange(tx, dest)
+		if err != nil {
+			return nil, err
 		}
-		dest := int(binary.BigEndian.Uint64(k[7:]))
-		seq := int64(binary.BigEndian.Uint64(k[16:]))
-		if seq <= after[dest] || len(out[dest]) >= InboxMaxSteps || size[dest]+len(v) > InboxMaxBytes && len(out[dest]) > 0 {
-			return true, nil
+		size := 0
+		for seq := max(acked, after[dest]) + 1; seq <= last && len(out[dest]) < InboxMaxSteps && size < InboxMaxBytes; seq++ {
+			v, err := tx.Get(outboxKey(dest, seq))
+			if err != nil {
+				return nil, fmt.Errorf("messaging: outbox entry %d for group %d: %w", seq, dest, err)
+			}
+			out[dest] = append(out[dest], OutboxEntry{Seq: seq, Step: v})
+			size += len(v)
 		}
-		out[dest] = append(out[dest], OutboxEntry{Seq: seq, Step: v})
-		size[dest] += len(v)
-		return true, nil
-	})
-	return out, err
+	}
+	return out, nil
 }
 
-// OutboxDepth counts the pending entries of this group's outbox per
-// destination group.
-func OutboxDepth(tx storage.Reader) (map[int]int, error) {
+// OutboxDepth counts the entries of this group's outbox per destination
+// group (of groups) that their destination has not acknowledged.
+func OutboxDepth(tx storage.Reader, groups int) (map[int]int, error) {
 	out := map[int]int{}
-	err := tx.Iterate([]byte("outbox/"), nil, false, func(k, _ []byte) (bool, error) {
-		if len(k) >= 15 {
-			out[int(binary.BigEndian.Uint64(k[7:]))]++
+	for dest := range groups {
+		acked, last, err := outboxRange(tx, dest)
+		if err != nil {
+			return nil, err
 		}
-		return true, nil
-	})
-	return out, err
+		if last > acked {
+			out[dest] = int(last - acked)
+		}
+	}
+	return out, nil
 }
 
 // Inbox applies steps another group's outbox sent here, in order,
@@ -152,7 +169,7 @@ var ErrStepKind = errors.New("messaging: not an outbox step")
 // isStep reports whether cmd may arrive through an outbox.
 func isStep(cmd Command) bool {
 	switch cmd.(type) {
-	case DeliverMessage, EditCopy, DeleteCopies, ReadOutbox, BlockedBy:
+	case DeliverMessage, EditCopy, DeleteCopies, ReadOutbox, BlockedBy, DeviceIndex:
 		return true
 	}
 	return false
@@ -216,23 +233,24 @@ type OutboxMark struct {
 func (OutboxAck) Kind() string { return "outbox.ack" }
 
 func (c OutboxAck) apply(tx *storage.Txn, env Env) (any, error) {
-	var del [][]byte
+	n := 0
 	for _, m := range c.Marks {
-		err := tx.Iterate(append(key("outbox", int64(m.Dest)), '/'), nil, false, func(k, _ []byte) (bool, error) {
-			if len(k) < 8 || int64(binary.BigEndian.Uint64(k[len(k)-8:])) > m.Upto {
-				return false, nil
-			}
-			del = append(del, append([]byte(nil), k...))
-			return true, nil
-		})
+		acked, last, err := outboxRange(tx, m.Dest)
 		if err != nil {
 			return nil, err
 		}
-	}
-	for _, k := range del {
-		if err := tx.Delete(k); err != nil {
-			return nil, err
+		upto := min(m.Upto, last)
+		for seq := acked + 1; seq <= upto; seq++ {
+			if err := tx.Delete(outboxKey(m.Dest, seq)); err != nil {
+				return nil, err
+			}
+			n++
+		}
+		if upto > acked {
+			if err := putInt(tx, key("outack", int64(m.Dest)), upto); err != nil {
+				return nil, err
+			}
 		}
 	}
-	return len(del), nil
+	return n, nil
 }

@@ -52,7 +52,7 @@ func (r *Replicated) Committed(values []any) {
 	}
 	if r.outbox != nil {
 		for _, v := range values {
-			if a, ok := v.(Applied); ok && a.Outbox {
+			if a, ok := v.(Applied); ok && len(a.Outbox) > 0 {
 				r.outbox()
 				break
 			}
@@ -120,22 +120,30 @@ type Proposer interface {
 // still commit; its events are in the users' update logs, which clients
 // read with getDifference): retry with the same random_id.
 func (r *Replicated) Propose(ctx context.Context, p Proposer, cmd Command, env Env) (any, error) {
+	a, err := r.ProposeApplied(ctx, p, cmd, env)
+	return a.Result, err
+}
+
+// ProposeApplied is Propose returning the whole Applied: the result, and
+// the outbox entries the command appended (which the caller may wait
+// for, as sign-in does).
+func (r *Replicated) ProposeApplied(ctx context.Context, p Proposer, cmd Command, env Env) (Applied, error) {
 	entry, err := EncodeCommand(cmd, env)
 	if err != nil {
-		return nil, err
+		return Applied{}, err
 	}
 	v, err := p.Apply(ctx, entry)
 	if err != nil {
-		return nil, err
+		return Applied{}, err
 	}
 	a, ok := v.(Applied)
 	if !ok {
-		return nil, fmt.Errorf("%s: unexpected value %T", cmd.Kind(), v)
+		return Applied{}, fmt.Errorf("%s: unexpected value %T", cmd.Kind(), v)
 	}
 	if len(a.Events) > 0 && r.notifier != nil && r.isLeader == nil {
 		r.notifyMu.Lock()
 		r.notifier.Notify(a.Events)
 		r.notifyMu.Unlock()
 	}
-	return a.Result, nil
+	return a, nil
 }

@@ -63,7 +63,7 @@ func (d *shardedDC) pump(resend bool) int {
 	for g, tbl := range d.tables {
 		var pending map[int][]OutboxEntry
 		if err := tbl.View(func(tx *storage.Txn) (err error) {
-			pending, err = PendingOutbox(tx, nil)
+			pending, err = PendingOutbox(tx, d.l.Groups(), nil)
 			return err
 		}); err != nil {
 			d.t.Fatal(err)

@@ -54,8 +54,9 @@ type clusterNode struct {
 	mesh    *cluster.Mesh
 	members *cluster.Membership
 	layout  messaging.Layout
-	// pumpWake[g] wakes group g's outbox pump.
+	// pumpWake[g] wakes group g's outbox pump; pumps[g] is its state.
 	pumpWake []chan struct{}
+	pumps    []*pump
 	// groups[g] is shard g's raft group on this node: 0 the data group,
 	// 1..cluster.shards the auth key shards. trs and reps go with them.
 	groups  []*replication.Group
@@ -131,6 +132,7 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 		rep.SetLayout(c.layout)
 		wake := make(chan struct{}, 1)
 		c.pumpWake = append(c.pumpWake, wake)
+		c.pumps = append(c.pumps, newPump(c, g))
 		rep.OnOutbox(func() { c.wakePump(g) })
 		layer, err := layers.Layer(uint64(g))
 		if err != nil {

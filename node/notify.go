@@ -49,7 +49,7 @@ func (n *notifier) Notify(events []messaging.Event) {
 		var perms []int64
 		if err := m.View(context.Background(), func(tx storage.Reader) error {
 			var err error
-			perms, err = messaging.UserAuthorizations(tx, ev.UserID)
+			perms, err = messaging.UserDevices(tx, ev.UserID)
 			return err
 		}); err != nil {
 			n.log.Error("list authorizations", "err", err)

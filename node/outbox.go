@@ -40,19 +40,44 @@ func (c *clusterNode) wakePump(g int) {
 	}
 }
 
-// pump is one group's pump state, owned by its goroutine.
+// pump is one group's pump state. Its goroutine owns it; mu guards
+// carried, which wait reads.
 type pump struct {
 	c *clusterNode
 	g int
 	// carried[dest] is the last seq dest applied, as this node saw it; the
 	// outbox still holds entries up to it until acked.
+	mu      sync.Mutex
 	carried map[int]int64
 	acked   map[int]int64
 	lastAck time.Time
 }
 
+func newPump(c *clusterNode, g int) *pump {
+	return &pump{c: c, g: g, carried: map[int]int64{}, acked: map[int]int64{}}
+}
+
+// wait returns once every mark was carried to its destination, or ctx
+// ends (the steps stay in the outbox and are carried later).
+func (p *pump) wait(ctx context.Context, marks []messaging.OutboxMark) {
+	p.c.wakePump(p.g)
+	for {
+		p.mu.Lock()
+		done := true
+		for _, m := range marks {
+			if p.carried[m.Dest] < m.Upto {
+				done = false
+			}
+		}
+		p.mu.Unlock()
+		if done || !sleepCtx(ctx, 2*time.Millisecond) {
+			return
+		}
+	}
+}
+
 func (c *clusterNode) runPump(ctx context.Context, g int) {
-	p := &pump{c: c, g: g, carried: map[int]int64{}, acked: map[int]int64{}}
+	p := c.pumps[g]
 	t := time.NewTicker(pumpIdle)
 	defer t.Stop()
 	for {
@@ -84,12 +109,17 @@ func (p *pump) round(ctx context.Context) (busy, ok bool) {
 	grp := c.groups[g]
 	if !grp.IsLeader() {
 		c.metrics.outboxPending.WithLabelValues(groupLabel(g)).Set(0)
+		p.mu.Lock()
 		clear(p.carried) // a later leadership starts from the outbox
+		p.mu.Unlock()
 		clear(p.acked)
 		return false, true
 	}
 	snap := grp.Snapshot()
-	pending, err := messaging.PendingOutbox(&snap.Txn, p.carried)
+	p.mu.Lock()
+	after := maps.Clone(p.carried)
+	p.mu.Unlock()
+	pending, err := messaging.PendingOutbox(&snap.Txn, len(c.groups), after)
 	snap.Discard()
 	if err != nil {
 		c.log.Error("read outbox", "group", g, "err", err)
@@ -105,7 +135,7 @@ func (p *pump) round(ctx context.Context) (busy, ok bool) {
 	ok = true
 	if len(pending) > 0 {
 		var wg sync.WaitGroup
-		var mu sync.Mutex
+		var mu sync.Mutex // guards ok
 		for dest, entries := range pending {
 			wg.Add(1)
 			go func() {
@@ -123,9 +153,9 @@ func (p *pump) round(ctx context.Context) (busy, ok bool) {
 					return
 				}
 				c.metrics.outboxSteps.WithLabelValues("carried").Add(float64(len(entries)))
-				mu.Lock()
+				p.mu.Lock()
 				p.carried[dest] = in.Seqs[len(in.Seqs)-1]
-				mu.Unlock()
+				p.mu.Unlock()
 			}()
 		}
 		wg.Wait()
@@ -141,11 +171,13 @@ func (p *pump) round(ctx context.Context) (busy, ok bool) {
 // idle (then at once: nothing else is coming to share the commit).
 func (p *pump) ack(ctx context.Context, idle bool) error {
 	var marks []messaging.OutboxMark
+	p.mu.Lock()
 	for _, dest := range slices.Sorted(maps.Keys(p.carried)) {
 		if p.carried[dest] > p.acked[dest] {
 			marks = append(marks, messaging.OutboxMark{Dest: dest, Upto: p.carried[dest]})
 		}
 	}
+	p.mu.Unlock()
 	if len(marks) == 0 || (!idle && time.Since(p.lastAck) < pumpAckEvery) {
 		return nil
 	}

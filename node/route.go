@@ -769,14 +769,26 @@ func (s replicatedState) Apply(ctx context.Context, cmd messaging.Command, env m
 		return nil, fmt.Errorf("%w: %w", messaging.ErrUnavailable, errWrongGroup{g: g})
 	}
 	trackOf(ctx).markWrote()
-	return s.c.applyOn(ctx, replication.ShardID(g), cmd, env)
+	a, err := s.c.applyFull(ctx, replication.ShardID(g), cmd, env)
+	if err == nil && g == messaging.DirGroup && len(a.Outbox) > 0 {
+		// A directory command's steps (an authorization's entry in its
+		// user's group) are carried before the client hears of it, so the
+		// user's group pushes to a device as soon as it has signed in.
+		s.c.pumps[g].wait(ctx, a.Outbox)
+	}
+	return a.Result, err
 }
 
 // applyOn proposes cmd to group g, which this node should lead. Failures
 // that leave the outcome to another leader wrap messaging.ErrUnavailable.
 func (c *clusterNode) applyOn(ctx context.Context, g replication.ShardID, cmd messaging.Command, env messaging.Env) (any, error) {
+	a, err := c.applyFull(ctx, g, cmd, env)
+	return a.Result, err
+}
+
+func (c *clusterNode) applyFull(ctx context.Context, g replication.ShardID, cmd messaging.Command, env messaging.Env) (messaging.Applied, error) {
 	start := time.Now()
-	res, err := c.reps[g].Propose(ctx, c.groups[g], cmd, env)
+	res, err := c.reps[g].ProposeApplied(ctx, c.groups[g], cmd, env)
 	if err == nil {
 		c.metrics.applySeconds.Observe(time.Since(start).Seconds())
 		return res, nil
@@ -784,9 +796,9 @@ func (c *clusterNode) applyOn(ctx context.Context, g replication.ShardID, cmd me
 	if errors.Is(err, replication.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 		errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrEnqueueTimeout) ||
 		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrAbortedByRestore) {
-		return nil, fmt.Errorf("%w: %w", messaging.ErrUnavailable, err)
+		return res, fmt.Errorf("%w: %w", messaging.ErrUnavailable, err)
 	}
-	return nil, err
+	return res, err
 }
 
 func (s replicatedState) View(ctx context.Context, fn func(tx storage.Reader) error) error {

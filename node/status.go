@@ -97,7 +97,7 @@ func (c *clusterNode) groupStatus(sh replication.ShardID) GroupStatus {
 		Voters:       []string{},
 	}
 	if err := grp.View(func(tx *storage.Txn) (err error) {
-		g.Outbox, err = messaging.OutboxDepth(tx)
+		g.Outbox, err = messaging.OutboxDepth(tx, len(c.groups))
 		return err
 	}); err != nil {
 		c.log.Warn("read outbox depth", "group", sh, "err", err)
