@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -32,6 +33,7 @@ type DB struct {
 	bdb  *badger.DB
 	dir  string
 	lazy bool
+	sync syncer
 }
 
 // Options tune how a database is opened.
@@ -66,19 +68,67 @@ func OpenWith(dir string, log *slog.Logger, o Options) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open badger at %s: %w", path, err)
 	}
-	return &DB{bdb: bdb, dir: dir, lazy: o.Lazy}, nil
+	d := &DB{bdb: bdb, dir: dir, lazy: o.Lazy}
+	d.sync.cond = sync.NewCond(&d.sync.mu)
+	return d, nil
 }
 
 // synced makes a write that returned err durable: on a Lazy database it
 // syncs Badger's logs (which also makes every earlier lazy write durable).
+// Concurrent writers share syncs (syncer): a node's raft groups append to
+// their logs in the one database at once, and one msync covers them all.
 func (d *DB) synced(err error) error {
 	if err != nil || !d.lazy {
 		return err
 	}
-	if err := d.bdb.Sync(); err != nil {
+	if err := d.sync.do(d.bdb.Sync); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
 	return nil
+}
+
+// syncer is group commit for syncs. A caller needs a sync that starts
+// after its write: if none is running it runs one; if one is running it
+// waits for it to end and then for the next, which it or another waiter
+// runs, shared by everyone who arrived meanwhile.
+type syncer struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	running  bool
+	started  uint64 // syncs started
+	finished uint64 // the last sync that ended
+	okUpTo   uint64 // the last sync that succeeded
+	lastErr  error
+}
+
+func (s *syncer) do(sync func() error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := s.started + 1 // the first sync that starts after the write
+	for s.finished < want {
+		if s.running {
+			s.cond.Wait()
+			continue
+		}
+		s.running = true
+		s.started++
+		gen := s.started
+		s.mu.Unlock()
+		err := sync()
+		s.mu.Lock()
+		s.running = false
+		s.finished = gen
+		if err == nil {
+			s.okUpTo = gen
+		} else {
+			s.lastErr = err
+		}
+		s.cond.Broadcast()
+	}
+	if s.okUpTo >= want {
+		return nil // a sync that started after the write succeeded
+	}
+	return s.lastErr
 }
 
 // Dir is the data directory the database lives in.
