@@ -157,3 +157,54 @@ func TestClusterInProcess(t *testing.T) {
 		t.Error("no update frame crossed the push bus")
 	}
 }
+
+// TestFollowerReadsInProcess: A's devices on every node read A's history
+// right after each send acknowledged through another node. Calls on a
+// node that follows A's group are served there after a read index, and
+// still see every acknowledged send.
+func TestFollowerReadsInProcess(t *testing.T) {
+	nodes := startCluster(t, 3)
+	a := newDevice(t, nodes[0], "a")
+	a.start(t, auth.TestUser("9996610711", 1))
+	b := newDevice(t, nodes[1], "b")
+	b.start(t, auth.TestUser("9996610712", 1))
+	var readers []*device
+	for i, n := range nodes {
+		d := newDevice(t, n, fmt.Sprint("a", i))
+		d.start(t, auth.TestUser("9996610711", 1))
+		readers = append(readers, d)
+	}
+	ctx := ctxT(t)
+	imp, err := a.api.ContactsImportContacts(ctx, []tg.InputPhoneContact{{ClientID: 1, Phone: b.self.Phone, FirstName: "B"}})
+	if err != nil || len(imp.Users) != 1 {
+		t.Fatalf("import: %v", err)
+	}
+	peer := inputPeer(imp.Users[0].(*tg.User))
+	local := func() (n float64) {
+		for _, nd := range nodes {
+			n += testutil.ToFloat64(nd.cl.metrics.followerReads.WithLabelValues("local"))
+		}
+		return n
+	}
+	before := local()
+	for i := range 5 {
+		text := fmt.Sprint("f", i)
+		if _, err := a.api.MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{Peer: peer, Message: text, RandomID: int64(700 + i)}); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range readers {
+			h, err := d.api.MessagesGetHistory(ctx, &tg.MessagesGetHistoryRequest{Peer: peer, Limit: 10})
+			if err != nil {
+				t.Fatalf("%s: %v", d.name, err)
+			}
+			msgs := h.(*tg.MessagesMessages).Messages
+			if len(msgs) != i+1 || msgs[0].(*tg.Message).Message != text {
+				t.Fatalf("%s read %d messages right after send %d was acknowledged", d.name, len(msgs), i+1)
+			}
+		}
+	}
+	// Two of the three nodes follow A's group: their reads were theirs.
+	if got := local() - before; got < 5 {
+		t.Errorf("%v history reads served by followers, want at least 5", got)
+	}
+}

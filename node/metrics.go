@@ -27,6 +27,7 @@ type clusterMetrics struct {
 	pushFrames     *prometheus.CounterVec
 	outboxPending  *prometheus.GaugeVec
 	outboxSteps    *prometheus.CounterVec
+	followerReads  *prometheus.CounterVec
 }
 
 func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
@@ -81,9 +82,12 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 		outboxSteps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mtnode_outbox_steps_total", Help: "Outbox steps carried to their group, or to be retried, by result.",
 		}, []string{"result"}),
+		followerReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mtnode_follower_reads_total", Help: "Read-only calls a follower of their group served itself (local) or forwarded after all.",
+		}, []string{"result"}),
 	}
 	reg.MustRegister(m.applySeconds, m.leaderChanges, m.isLeader, m.groupsLed, m.appliedIndex, m.commitIndex,
 		m.applyLag, m.snapshotBytes, m.members, m.gossipHealth, m.autopilotSteps, m.forwarded,
-		m.forwardSeconds, m.pushFrames, m.outboxPending, m.outboxSteps)
+		m.forwardSeconds, m.pushFrames, m.outboxPending, m.outboxSteps, m.followerReads)
 	return m
 }

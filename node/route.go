@@ -35,6 +35,7 @@ const (
 	opStatus   byte = 5 // ok body: JSON NodeStatus
 	opRead     byte = 6 // body: JSON readRequest; ok body: JSON readResponse
 	opPropose  byte = 7 // body: group (4) | an encoded messaging.Inbox
+	opReadIdx  byte = 8 // body: group (4); ok body: read index (8)
 
 	stOK         byte = 0
 	stRPCError   byte = 1 // body: JSON rpcError, a Telegram error for the client
@@ -155,6 +156,9 @@ func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, 
 	result := "ok"
 	defer func() { r.c.metrics.forwardSeconds.Observe(time.Since(start).Seconds()) }()
 	home := r.homeOf(ctx, call)
+	if res, err, ok := r.followerRead(ctx, call, home, body); ok {
+		return res, err
+	}
 	for attempt := 0; ; attempt++ {
 		var wg errWrongGroup
 		if r.c.groups[home].IsLeader() {
@@ -504,6 +508,19 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 		}
 		b, _ := json.Marshal(resp)
 		return stOK, b
+	case opReadIdx:
+		if len(body) != 4 || int(binary.BigEndian.Uint32(body)) >= len(r.c.groups) {
+			return stFailed, []byte("bad read index request")
+		}
+		g := replication.ShardID(binary.BigEndian.Uint32(body))
+		if !r.c.groups[g].IsLeader() {
+			return r.notLeader(g)
+		}
+		idx, err := r.c.groups[g].ReadIndex()
+		if err != nil {
+			return r.notLeader(g)
+		}
+		return stOK, binary.BigEndian.AppendUint64(nil, idx)
 	case opPropose:
 		g, cmd, err := parsePropose(body, r.c.layout)
 		if err != nil {

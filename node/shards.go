@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
+	"github.com/gotd/td/bin"
 	"github.com/gotd/td/tg"
 
 	"github.com/mtnode/mtnode/messaging"
@@ -28,6 +30,11 @@ type callTrack struct {
 	mu    sync.Mutex
 	wrote bool
 	led   map[int]bool
+	// caughtUp, when follower is set, is a group this node follows and
+	// has caught up to its leader's read index for this call: read
+	// locally.
+	follower bool
+	caughtUp int
 }
 
 type callTrackKey struct{}
@@ -82,6 +89,74 @@ type shardReader struct {
 	follower map[int]bool
 }
 
+// followerMethods only read, mostly the caller's own group: a node
+// holding a replica of that group serves them itself, after a read index
+// from the leader (followerRead), instead of forwarding the call.
+var followerMethods = map[uint32]bool{
+	tg.MessagesGetHistoryRequestTypeID:       true,
+	tg.MessagesSearchRequestTypeID:           true,
+	tg.MessagesGetMessagesRequestTypeID:      true,
+	tg.MessagesGetDialogsRequestTypeID:       true,
+	tg.MessagesGetPeerDialogsRequestTypeID:   true,
+	tg.MessagesGetPinnedDialogsRequestTypeID: true,
+	tg.UpdatesGetStateRequestTypeID:          true,
+	tg.UpdatesGetDifferenceRequestTypeID:     true,
+	tg.ContactsGetContactsRequestTypeID:      true,
+	tg.ContactsGetBlockedRequestTypeID:       true,
+	tg.ContactsResolveUsernameRequestTypeID:  true,
+	tg.ContactsSearchRequestTypeID:           true,
+	tg.UsersGetUsersRequestTypeID:            true,
+	tg.UsersGetFullUserRequestTypeID:         true,
+	tg.AccountGetAuthorizationsRequestTypeID: true,
+	tg.AccountCheckUsernameRequestTypeID:     true,
+}
+
+// followerRead serves a read-only call on a replica of its home group
+// that does not lead it: the leader confirms its leadership and names the
+// last command committed (opReadIdx, replication.Group.ReadIndex); once
+// this replica has applied it, every write acknowledged before the call
+// is here, and the call runs locally, reading its home group from this
+// replica (reads of other groups go where they always go). ok is false
+// when the call is not such a read, or the read index could not be had:
+// the caller then forwards the call to the leader as usual.
+func (r *router) followerRead(ctx context.Context, call *protocol.Call, home replication.ShardID, body []byte) (_ bin.Encoder, _ error, ok bool) {
+	id, err := call.Body.PeekID()
+	grp := r.c.groups[home]
+	if err != nil || !followerMethods[id] || grp.IsLeader() || !r.c.inGroupOf(home) {
+		return nil, nil, false
+	}
+	ictx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	st, resp, err := r.toLeader(ictx, home, binary.BigEndian.AppendUint32([]byte{opReadIdx}, uint32(home)))
+	if err != nil || st != stOK || len(resp) != 8 {
+		r.c.metrics.followerReads.WithLabelValues("forwarded").Inc()
+		return nil, nil, false
+	}
+	if err := grp.WaitApplied(ictx, binary.BigEndian.Uint64(resp)); err != nil {
+		r.c.metrics.followerReads.WithLabelValues("forwarded").Inc()
+		return nil, nil, false
+	}
+	t := &callTrack{follower: true, caughtUp: int(home)}
+	lc := *call
+	lc.Body = &bin.Buffer{Buf: slices.Clone(body)}
+	res, err := r.local.Handle(context.WithValue(ctx, callTrackKey{}, t), &lc)
+	t.mu.Lock()
+	led := t.led
+	t.mu.Unlock()
+	if errors.Is(err, messaging.ErrUnavailable) {
+		r.c.metrics.followerReads.WithLabelValues("forwarded").Inc()
+		return nil, nil, false
+	}
+	for g := range led { // other groups this node happened to lead
+		if verr := r.c.groups[g].Raft().VerifyLeader().Error(); verr != nil {
+			r.c.metrics.followerReads.WithLabelValues("forwarded").Inc()
+			return nil, nil, false
+		}
+	}
+	r.c.metrics.followerReads.WithLabelValues("local").Inc()
+	return res, err, true
+}
+
 func (c *clusterNode) newShardReader(ctx context.Context) *shardReader {
 	return &shardReader{c: c, ctx: ctx, snaps: map[int]*storage.Snapshot{}, follower: map[int]bool{}}
 }
@@ -103,9 +178,11 @@ func (r *shardReader) local(g int) *storage.Txn {
 		return &s.Txn
 	}
 	grp := r.c.groups[g]
+	t := trackOf(r.ctx)
 	switch {
+	case t != nil && t.follower && t.caughtUp == g:
 	case grp.IsLeader():
-		trackOf(r.ctx).markLed(g)
+		t.markLed(g)
 	case g == messaging.DirGroup && r.c.inGroupOf(replication.ShardID(g)):
 		r.follower[g] = true
 	default:

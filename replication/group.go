@@ -77,6 +77,7 @@ type Group struct {
 	raft  *raft.Raft
 	fsm   *FSM
 	data  *storage.Table
+	logs  raft.LogStore
 	snaps raft.SnapshotStore
 	log   *slog.Logger
 
@@ -151,6 +152,7 @@ func NewGroup(cfg Config) (*Group, error) {
 		shard:  cfg.Shard,
 		raft:   r,
 		fsm:    fsm,
+		logs:   cache,
 		data:   cfg.DB.Table(shardTable).Sub(cfg.Shard.prefix()).Sub(dataPrefix),
 		snaps:  snaps,
 		log:    log,
@@ -252,6 +254,53 @@ func (g *Group) AppliedIndex() uint64 { return g.fsm.AppliedIndex() }
 // the replica's applied index: linearizable only on a leader after
 // Barrier or VerifyLeader.
 func (g *Group) View(fn func(tx *storage.Txn) error) error { return g.data.View(fn) }
+
+// ReadIndex is the leader's half of a linearizable read on a follower
+// (raft's read index): it confirms this replica's leadership with a
+// quorum, then returns the index of the last command committed before the
+// confirmation. Every write acknowledged before the call began is at or
+// below it, so a follower whose state machine has applied it (WaitApplied)
+// may serve the read. raft's own entries (no-ops, configuration changes)
+// are skipped: state machines never apply them. It fails on a follower,
+// and when the last command is too far back in the log to find cheaply
+// (the caller then reads at the leader instead).
+func (g *Group) ReadIndex() (uint64, error) {
+	c := g.raft.CommitIndex()
+	if err := g.raft.VerifyLeader().Error(); err != nil {
+		return 0, err
+	}
+	for i := c; i > 0 && c-i < readIndexScan; i-- {
+		var l raft.Log
+		if err := g.logs.GetLog(i, &l); err != nil {
+			return 0, fmt.Errorf("read index: entry %d: %w", i, err)
+		}
+		if l.Type == raft.LogCommand {
+			return i, nil
+		}
+	}
+	if c < readIndexScan {
+		return 0, nil // no command yet
+	}
+	return 0, fmt.Errorf("read index: no command in the %d entries up to %d", readIndexScan, c)
+}
+
+// readIndexScan bounds ReadIndex's walk back over raft's own entries.
+const readIndexScan = 64
+
+// WaitApplied waits until this replica's state machine has applied index
+// i, or ctx ends.
+func (g *Group) WaitApplied(ctx context.Context, i uint64) error {
+	for g.fsm.AppliedIndex() < i {
+		t := time.NewTimer(time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
 
 // Snapshot opens a read-only snapshot of the state machine's data, for
 // reads that span several groups; Discard it when done.

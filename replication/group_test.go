@@ -424,3 +424,42 @@ func TestRunAndCloseLifecycle(t *testing.T) {
 		t.Fatal("apply after close succeeded")
 	}
 }
+
+// TestFollowerReadIndex: a follower that waits for the leader's read
+// index sees every write acknowledged before, though it learns of commits
+// only every CommitTimeout; ReadIndex refuses on a follower.
+func TestFollowerReadIndex(t *testing.T) {
+	c := newTestCluster(t, 3, func() *raft.Config {
+		rc := testRaftConfig()
+		rc.CommitTimeout = 300 * time.Millisecond
+		return rc
+	})
+	l := c.leader()
+	var f *replica
+	for _, r := range c.running() {
+		if r != l {
+			f = r
+		}
+	}
+	for i := range 5 {
+		if _, err := l.g.Apply(context.Background(), incCmd("n")); err != nil {
+			t.Fatal(err)
+		}
+		idx, err := l.g.ReadIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = f.g.WaitApplied(ctx, idx)
+		cancel()
+		if err != nil {
+			t.Fatalf("follower did not reach read index %d: %v", idx, err)
+		}
+		if got := counter(t, f.g, "n"); got != uint64(i+1) {
+			t.Fatalf("follower read %d after %d acknowledged writes", got, i+1)
+		}
+	}
+	if _, err := f.g.ReadIndex(); err == nil {
+		t.Fatal("ReadIndex on a follower succeeded")
+	}
+}
