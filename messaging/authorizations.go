@@ -69,11 +69,7 @@ type DeviceIndex struct {
 func (DeviceIndex) Kind() string { return "auth.device_index" }
 
 func (c DeviceIndex) apply(tx *storage.Txn, env Env) (any, error) {
-	k := key("dev", c.User, c.Perm)
-	if c.Present {
-		return nil, tx.Set(k, nil)
-	}
-	return nil, tx.Delete(k)
+	return nil, setMark(tx, key("dev", c.User, c.Perm), c.Present)
 }
 
 // UserDevices lists the permanent key ids signed in as uid, from uid's

@@ -347,11 +347,7 @@ type BlockedBy struct {
 func (BlockedBy) Kind() string { return "contacts.blocked_by" }
 
 func (c BlockedBy) apply(tx *storage.Txn, env Env) (any, error) {
-	k := key("blockedby", c.User, c.By)
-	if c.Blocked {
-		return nil, tx.Set(k, nil)
-	}
-	return nil, tx.Delete(k)
+	return nil, setMark(tx, key("blockedby", c.User, c.By), c.Blocked)
 }
 
 // IsBlockedBy reports whether by blocked user, as user's own group knows

@@ -95,3 +95,12 @@ func getJSONBytes(b []byte, v any) (bool, error) {
 }
 
 func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+// setMark writes an empty value under k when on, else deletes k: a set
+// member kept as a key.
+func setMark(tx *storage.Txn, k []byte, on bool) error {
+	if on {
+		return tx.Set(k, nil)
+	}
+	return tx.Delete(k)
+}
