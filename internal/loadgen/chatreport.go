@@ -107,27 +107,29 @@ func (r *Report) chatNodesMarkdown(p *mdWriter) {
 // failoverMarkdown writes the failover scenario.
 func (r *Report) failoverMarkdown(p *mdWriter) {
 	f := r.Failover
-	p.f("### Failover: kill -9 of the leader of a %d-node child DC under a steady chat load\n\n", f.Nodes)
+	p.f("### Failover: kill -9 of the node leading the most raft groups of a %d-node child DC under a steady chat load\n\n", f.Nodes)
 	p.f("%d users in pairs, round-robin over the nodes, each sending at most one message per %s (send timeout %s); DC formed in %.1fs, users set up in %.1fs; %d sent, %d failed sends in all.\n\n",
 		f.Users, f.SendInterval, f.SendTimeout, f.Form.Seconds(), f.Setup.Seconds(), f.Sent, f.Errors)
-	p.f("| round | killed | exit | new leader | new leader after | writes resumed after | restart until serving | restart until caught up |\n|---:|---|---|---|---:|---:|---:|---:|\n")
+	p.f("| round | killed | exit | groups moved | new leader (most groups) | new leaders after | writes resumed after | restart until serving | restart until caught up |\n|---:|---|---|---:|---|---:|---:|---:|---:|\n")
+	writers := 0
 	for i, x := range f.Rounds {
-		p.f("| %d | %s | %s | %s | %s | %s | %s | %s |\n", i+1, x.Killed, x.KilledBy, x.NewLeader, ms(x.Leader), ms(x.Resume), ms(x.Restart), ms(x.CatchUp))
+		p.f("| %d | %s | %s | %d | %s | %s | %s | %s | %s |\n", i+1, x.Killed, x.KilledBy, x.Groups, x.NewLeader, ms(x.Leader), ms(x.Resume), ms(x.Restart), ms(x.CatchUp))
+		writers = max(writers, x.Writers)
 	}
 	p.f("\n| over %d rounds | min | median | max |\n|---|---:|---:|---:|\n", len(f.Rounds))
 	for _, s := range []struct {
 		name string
 		s    Spread
 	}{
-		{"another node reports itself Leader (/cluster/status)", f.Leader},
-		{"first acknowledgement of a send begun after the kill", f.Resume},
+		{"every group the killed node led has a Leader on another node (/cluster/status)", f.Leader},
+		{fmt.Sprintf("every user on a surviving node (%d of %d) has an acknowledgement of a send begun after the kill", writers, f.Users), f.Resume},
 		{"killed node restarted until \"mtnode serving\"", f.Restart},
-		{"killed node restarted until it follows and has caught up", f.CatchUp},
+		{"killed node restarted until, per group it votes in, it sees a leader and has applied what the leader had", f.CatchUp},
 	} {
 		p.f("| %s | %s | %s | %s |\n", s.name, ms(s.s.Min), ms(s.s.Median), ms(s.s.Max))
 	}
 	if f.FirstError != "" {
 		p.f("\nFirst send error: `%s`\n", f.FirstError)
 	}
-	p.f("\nTimes run from just before SIGKILL. Leader status is polled every 10 ms; the next round starts only once the restarted node follows the leader, has applied what the leader had committed when it served, and %d more sends were acknowledged; a send counts for resumption only if it began after the killed process was reaped, so the dead leader cannot have committed it.\n\n", failoverSettle)
+	p.f("\nThe DC has %d raft groups (the directory and the users' boxes); each round kills the node that leads the most of them (by the `leads` of each node's /cluster/status; ties: the lowest node), and \"groups moved\" is how many groups it led by its own status just before the kill. Times run from just before SIGKILL. \"New leaders after\" is until, in one poll of the surviving nodes (every 10 ms), each of those groups has another node reporting itself Leader; \"new leader\" is the node that took over the most of them. \"Writes resumed after\" is until every user whose client talks to a surviving node has had a send acknowledged that began after the killed process was reaped (so the dead node cannot have committed it): the latest of those users' first such acknowledgements; the killed node's own users cannot send until it is back. \"Caught up\" is until the restarted node, in every group it is a voter of, sees a leader and has applied at least what that group's leader had applied once the node served (the leader's applied index, not its commit index, which raft's own entries can keep out of reach). The next round starts only then, and once %d more sends were acknowledged.\n\n", f.Groups, failoverSettle)
 }

@@ -142,14 +142,34 @@ func (cl *childCluster) restart(ctx context.Context, i int) error {
 // groupStatus is the part of GET /cluster/status?members=0 read here.
 type groupStatus struct {
 	Self struct {
-		ID    string `json:"id"`
-		Group struct {
-			State        string `json:"state"`
-			Leader       string `json:"leader"`
-			AppliedIndex uint64 `json:"applied_index"`
-			CommitIndex  uint64 `json:"commit_index"`
-		} `json:"group"`
+		ID string `json:"id"`
+		// Groups is every raft group as this node sees it, index = group
+		// number (0 the directory, 1.. the users' boxes).
+		Groups []raftGroupStatus `json:"groups"`
+		// Leads counts the groups this node leads.
+		Leads int `json:"leads"`
 	} `json:"self"`
+}
+
+// raftGroupStatus is one raft group as one node sees it.
+type raftGroupStatus struct {
+	Shard        uint32   `json:"shard"`
+	State        string   `json:"state"`
+	Leader       string   `json:"leader"`
+	Voters       []string `json:"voters"`
+	AppliedIndex uint64   `json:"applied_index"`
+	CommitIndex  uint64   `json:"commit_index"`
+}
+
+// led are the groups the node leads, by number.
+func (st *groupStatus) led() []int {
+	var gs []int
+	for g, x := range st.Self.Groups {
+		if x.State == "Leader" {
+			gs = append(gs, g)
+		}
+	}
+	return gs
 }
 
 // status reads node i's view of itself.
@@ -171,35 +191,130 @@ func (cl *childCluster) status(ctx context.Context, i int) (groupStatus, error) 
 	if resp.StatusCode != http.StatusOK {
 		return st, fmt.Errorf("/cluster/status: %s %s", resp.Status, body)
 	}
-	return st, json.Unmarshal(body, &st)
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, err
+	}
+	if len(st.Self.Groups) == 0 {
+		return st, errors.New("/cluster/status lists no groups")
+	}
+	return st, nil
 }
 
-// leader polls the running nodes, except skip, until one reports itself
-// Leader, and returns its index; bounded by timeout.
-func (cl *childCluster) leader(ctx context.Context, skip int, timeout time.Duration) (int, error) {
+// sweep reads the status of every running node; sts[i] is nil where node
+// i is down or did not answer (last is then the latest such error).
+func (cl *childCluster) sweep(ctx context.Context) (sts []*groupStatus, last error) {
+	sts = make([]*groupStatus, len(cl.nodes))
+	for i, c := range cl.nodes {
+		if c == nil {
+			continue
+		}
+		st, err := cl.status(ctx, i)
+		if err != nil {
+			last = err
+			continue
+		}
+		sts[i] = &st
+	}
+	return sts, last
+}
+
+// leadersIn maps each group that a node of one sweep reports itself
+// Leader of to that node (the first such node, by index).
+func leadersIn(sts []*groupStatus) map[int]int {
+	by := map[int]int{}
+	for i, st := range sts {
+		if st == nil {
+			continue
+		}
+		for _, g := range st.led() {
+			if _, ok := by[g]; !ok {
+				by[g] = i
+			}
+		}
+	}
+	return by
+}
+
+// groupCount is how many groups the answering nodes of a sweep list.
+func groupCount(sts []*groupStatus) int {
+	n := 0
+	for _, st := range sts {
+		if st != nil {
+			n = max(n, len(st.Self.Groups))
+		}
+	}
+	return n
+}
+
+// mostLeading polls the running nodes until, in one sweep, every group
+// has a node that reports itself its Leader, and returns the node leading
+// the most groups (its `leads`; ties: the lowest index), the groups it
+// leads by its own status, and how many groups there are. Bounded by
+// timeout.
+func (cl *childCluster) mostLeading(ctx context.Context, timeout time.Duration) (node int, led []int, groups int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
 	for {
-		for i, c := range cl.nodes {
-			if i == skip || c == nil {
-				continue
-			}
-			st, err := cl.status(ctx, i)
-			if err != nil {
-				last = err
-				continue
-			}
-			if st.Self.Group.State == "Leader" {
-				return i, nil
+		sts, err := cl.sweep(ctx)
+		if err != nil {
+			last = err
+		}
+		if n := groupCount(sts); n > 0 {
+			if by := leadersIn(sts); len(by) == n {
+				best := -1
+				for i, st := range sts {
+					if st != nil && (best < 0 || st.Self.Leads > sts[best].Self.Leads) {
+						best = i
+					}
+				}
+				if led := sts[best].led(); len(led) > 0 {
+					return best, led, n, nil
+				}
+			} else {
+				last = fmt.Errorf("%d of %d groups have a leader", len(by), n)
 			}
 		}
 		select {
 		case <-ctx.Done():
 			if last == nil {
-				last = errors.New("no node reports itself Leader")
+				last = errors.New("no node answers")
 			}
-			return -1, fmt.Errorf("find leader: %w (last: %v)", ctx.Err(), last)
+			return -1, nil, 0, fmt.Errorf("find the node leading the most groups: %w (last: %v)", ctx.Err(), last)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// leaders polls the running nodes (node skip, the killed one, is down
+// already) every 10 ms until, in one sweep, each of groups has a node
+// other than skip that reports itself its Leader, and returns that node
+// per group. Bounded by timeout.
+func (cl *childCluster) leaders(ctx context.Context, skip int, groups []int, timeout time.Duration) (map[int]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		sts, err := cl.sweep(ctx)
+		if err != nil {
+			last = err
+		}
+		if skip >= 0 && skip < len(sts) {
+			sts[skip] = nil
+		}
+		by := leadersIn(sts)
+		var missing []int
+		for _, g := range groups {
+			if _, ok := by[g]; !ok {
+				missing = append(missing, g)
+			}
+		}
+		if len(missing) == 0 {
+			return by, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("new leaders: %w: groups %v have none (last error: %v)", ctx.Err(), missing, last)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}

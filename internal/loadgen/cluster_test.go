@@ -100,7 +100,8 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("failover: %+v", f)
 	}
 	r := f.Rounds[0]
-	if r.KilledBy != "signal: killed" || r.NewLeader == r.Killed || r.Leader <= 0 || r.Resume <= 0 || r.Restart <= 0 {
+	if r.KilledBy != "signal: killed" || r.NewLeader == r.Killed || r.Groups <= 0 || r.Writers <= 0 ||
+		r.Leader <= 0 || r.Resume <= 0 || r.Restart <= 0 || r.CatchUp < r.Restart {
 		t.Errorf("round: %+v", r)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,10 +18,12 @@ import (
 )
 
 // FailoverReport is the failover scenario: a 3-node child DC under a
-// steady chat load; each round finds the leader, kills it with SIGKILL,
-// measures until another node reports itself Leader and until a send
-// begun after the kill is acknowledged, then restarts the killed node on
-// its data dir and ports and waits until it serves.
+// steady chat load; each round finds the node that leads the most raft
+// groups (the directory, group 0, and the users' boxes, groups 1..16),
+// kills it with SIGKILL, measures until every group it led has a leader
+// on another node and until every user on a surviving node has had a send
+// begun after the kill acknowledged, then restarts the killed node on its
+// data dir and ports and waits until it serves and has caught up.
 type FailoverReport struct {
 	Nodes int
 	// Users chat in pairs, spread round-robin over the nodes, each sending
@@ -31,28 +34,44 @@ type FailoverReport struct {
 	SendTimeout  time.Duration
 	// Form is the time to form the DC, Setup to sign the users up.
 	Form, Setup time.Duration
-	Rounds      []FailoverRound
-	// Leader is the time from SIGKILL of the leader until another node
-	// reports itself Leader in /cluster/status (polled every 10 ms);
-	// Resume until the first acknowledgement of a send begun after the
-	// killed process was gone; Restart from restarting the killed node
-	// until it logged "mtnode serving" again.
+	// Groups is how many raft groups the DC has.
+	Groups int
+	Rounds []FailoverRound
+	// Leader is the time from SIGKILL of the node leading the most groups
+	// until, for every group it led, another node reports itself that
+	// group's Leader in /cluster/status (the survivors polled every 10
+	// ms); Resume until every user whose client talks to a surviving node
+	// has had a send acknowledged that began after the killed process was
+	// reaped (the latest of those users' first such acknowledgements);
+	// Restart from restarting the killed node until it logged "mtnode
+	// serving" again.
 	Leader, Resume, Restart Spread
-	// CatchUp is from the restart until the restarted node followed the
-	// leader and had applied what the leader had committed then.
+	// CatchUp is from the restart until, in every group the restarted node
+	// is a voter of, it sees a leader and has applied at least what that
+	// group's leader had applied once it served.
 	CatchUp Spread
 	// Sent and Errors count every send of the whole scenario.
 	Sent, Errors int64
 	FirstError   string
 }
 
-// FailoverRound is one leader kill.
+// FailoverRound is one kill of the node leading the most groups.
 type FailoverRound struct {
-	Killed, NewLeader       string
-	KilledBy                string // the killed process's exit: "signal: killed"
+	// Killed is the node that led the most groups; NewLeader the node that
+	// took over the most of them (ties: the lowest index).
+	Killed, NewLeader string
+	KilledBy          string // the killed process's exit: "signal: killed"
+	// Groups is how many groups Killed led (by its own status just before
+	// the kill), all of which moved to other nodes.
+	Groups int
+	// Writers is how many users' resumption Resume waits for: the users
+	// whose client talks to a surviving node (the killed node's users
+	// cannot send until it is back).
+	Writers                 int
 	Leader, Resume, Restart time.Duration
-	// CatchUp is from the restart until the node followed the leader and
-	// had applied what the leader had committed once it served.
+	// CatchUp is from the restart until the node, in every group it is a
+	// voter of, saw a leader and had applied what that group's leader had
+	// applied once it served.
 	CatchUp time.Duration
 }
 
@@ -89,12 +108,70 @@ const (
 
 // failoverLoad is the steady chat load of the failover scenario.
 type failoverLoad struct {
-	acks   atomic.Int64
-	errs   atomic.Int64
-	errMu  sync.Mutex
-	first  string
-	since  atomic.Int64 // UnixNano; sends begun after it resume writes; 0: not watching
+	acks  atomic.Int64
+	errs  atomic.Int64
+	errMu sync.Mutex
+	first string
+
+	// resMu guards the watch for resumed writes of the current round.
+	resMu sync.Mutex
+	// since is when the watch began (UnixNano; 0: not watching): only a
+	// send begun at or after it counts.
+	since int64
+	// waiting are the users (by index) without such an acknowledgement
+	// yet, last the latest first acknowledgement of those who have one.
+	waiting map[int]bool
+	last    time.Time
+	// resume receives last once no user is waiting.
 	resume chan time.Time
+}
+
+// watch starts watching for resumed writes: from since on, until each of
+// users had a send begun at or after since acknowledged.
+func (l *failoverLoad) watch(since time.Time, users []int) {
+	l.resMu.Lock()
+	defer l.resMu.Unlock()
+	l.since, l.last = since.UnixNano(), since
+	l.waiting = make(map[int]bool, len(users))
+	for _, u := range users {
+		l.waiting[u] = true
+	}
+	if len(l.waiting) == 0 {
+		l.since = 0
+		l.resume <- since
+	}
+}
+
+// acked notes that user u's send begun at t0 was acknowledged at at.
+func (l *failoverLoad) acked(u int, t0, at time.Time) {
+	l.resMu.Lock()
+	defer l.resMu.Unlock()
+	if l.since == 0 || t0.UnixNano() < l.since || !l.waiting[u] {
+		return
+	}
+	delete(l.waiting, u)
+	if at.After(l.last) {
+		l.last = at
+	}
+	if len(l.waiting) == 0 {
+		l.since = 0
+		select {
+		case l.resume <- l.last:
+		default: // cannot happen: one value per watch, each one taken
+		}
+	}
+}
+
+// pending are the users the current watch still waits for.
+func (l *failoverLoad) pending() []int {
+	l.resMu.Lock()
+	defer l.resMu.Unlock()
+	var us []int
+	for u := range l.waiting {
+		us = append(us, u)
+	}
+	slices.Sort(us)
+	return us
 }
 
 func (l *failoverLoad) run(ctx context.Context, f *chatFleet, maxPerUser int) *sync.WaitGroup {
@@ -123,9 +200,7 @@ func (l *failoverLoad) run(ctx context.Context, f *chatFleet, maxPerUser int) *s
 					l.errMu.Unlock()
 				} else {
 					l.acks.Add(1)
-					if s := l.since.Load(); s != 0 && t0.UnixNano() >= s && l.since.CompareAndSwap(s, 0) {
-						l.resume <- now
-					}
+					l.acked(u.idx, t0, now)
 				}
 				select {
 				case <-ctx.Done():
@@ -211,34 +286,57 @@ func runFailover(ctx context.Context, opts *Options, log *slog.Logger) (rep *Fai
 	}
 	var leads, resumes, restarts, catchUps []time.Duration
 	for r := range opts.Failovers {
-		lead, err := cl.leader(ctx, -1, failoverWait)
+		lead, led, groups, err := cl.mostLeading(ctx, failoverWait)
 		if err != nil {
 			return rep, fmt.Errorf("round %d: %w", r+1, err)
 		}
-		round := FailoverRound{Killed: cl.id(lead)}
+		rep.Groups = groups
+		round := FailoverRound{Killed: cl.id(lead), Groups: len(led)}
 		victim := cl.nodes[lead]
-		log.Info("killing the leader", "round", r+1, "node", round.Killed, "pid", victim.cmd.Process.Pid)
+		// The killed node's users cannot send until it is back; resumption
+		// waits for everyone else.
+		var writers []int
+		for _, u := range f.users {
+			if t.addrFor(u.idx) != victim.addr {
+				writers = append(writers, u.idx)
+			}
+		}
+		round.Writers = len(writers)
+		log.Info("killing the node leading the most groups", "round", r+1, "node", round.Killed,
+			"pid", victim.cmd.Process.Pid, "groups", led)
 		killed := time.Now()
 		cl.kill(lead) // SIGKILL; returns once the process is reaped
 		round.KilledBy = victim.cmd.ProcessState.String()
 		// A send begun from now on cannot have been committed by the dead
-		// leader.
-		l.since.Store(time.Now().UnixNano())
-		next, err := cl.leader(ctx, lead, failoverWait)
+		// node.
+		l.watch(time.Now(), writers)
+		by, err := cl.leaders(ctx, lead, led, failoverWait)
 		if err != nil {
 			return rep, fmt.Errorf("round %d, after killing %s: %w", r+1, round.Killed, err)
 		}
-		round.Leader, round.NewLeader = time.Since(killed), cl.id(next)
+		round.Leader = time.Since(killed)
+		took := make([]int, len(cl.nodes))
+		for _, g := range led {
+			took[by[g]]++
+		}
+		next := 0
+		for i, n := range took {
+			if n > took[next] {
+				next = i
+			}
+		}
+		round.NewLeader = cl.id(next)
 		select {
 		case at := <-l.resume:
 			round.Resume = at.Sub(killed)
 		case <-time.After(failoverWait):
-			return rep, fmt.Errorf("round %d: no send acknowledged within %s of killing %s (errors %d, first %q)",
-				r+1, failoverWait, round.Killed, l.errs.Load(), l.firstErr())
+			return rep, fmt.Errorf("round %d: users %v had no send begun after killing %s acknowledged within %s (errors %d, first %q)",
+				r+1, l.pending(), round.Killed, failoverWait, l.errs.Load(), l.firstErr())
 		case <-ctx.Done():
 			return rep, ctx.Err()
 		}
-		log.Info("leader replaced", "round", r+1, "new_leader", round.NewLeader, "leader_after", round.Leader, "writes_after", round.Resume)
+		log.Info("leaders replaced", "round", r+1, "groups", len(led), "new_leader", round.NewLeader,
+			"leaders_after", round.Leader, "writes_after", round.Resume)
 		t0 := time.Now()
 		if err := cl.restart(ctx, lead); err != nil {
 			return rep, fmt.Errorf("round %d: %w", r+1, err)
@@ -247,13 +345,9 @@ func runFailover(ctx context.Context, opts *Options, log *slog.Logger) (rep *Fai
 		rep.Rounds = append(rep.Rounds, round)
 		leads, resumes, restarts = append(leads, round.Leader), append(resumes, round.Resume), append(restarts, round.Restart)
 		rep.Leader, rep.Resume, rep.Restart = spreadOf(leads), spreadOf(resumes), spreadOf(restarts)
-		// Settle with every node up (the restarted one sees a leader, its
+		// Settle with every node up (the restarted one caught up, its
 		// users' clients reconnected) before the next kill.
-		now, err := cl.leader(ctx, -1, failoverWait)
-		if err != nil {
-			return rep, fmt.Errorf("round %d, after the restart: %w", r+1, err)
-		}
-		if err := waitCaughtUp(ctx, cl, now, lead); err != nil {
+		if err := waitCaughtUp(ctx, cl, lead); err != nil {
 			return rep, fmt.Errorf("round %d: %w", r+1, err)
 		}
 		rep.Rounds[len(rep.Rounds)-1].CatchUp = time.Since(t0)
@@ -266,24 +360,63 @@ func runFailover(ctx context.Context, opts *Options, log *slog.Logger) (rep *Fai
 	return rep, nil
 }
 
-// waitCaughtUp waits until node i follows a leader and has applied
-// everything the leader had committed when the wait began.
-func waitCaughtUp(ctx context.Context, cl *childCluster, lead, i int) error {
-	lst, err := cl.status(ctx, lead)
-	if err != nil {
-		return fmt.Errorf("leader status: %w", err)
-	}
-	want := lst.Self.Group.CommitIndex
+// waitCaughtUp waits until node i, in every group it is a voter of (by
+// the group's leader), sees a leader and has applied at least what the
+// group's leader had applied when the wait began. The mark is the
+// leader's applied index, not its commit index: raft's own entries (a new
+// leader's no-op, configuration changes) reach no state machine, and
+// where a node's applied index leaves them out, an idle group's stays
+// below its commit index for good.
+func waitCaughtUp(ctx context.Context, cl *childCluster, i int) error {
 	deadline := time.Now().Add(failoverWait)
-	for {
-		st, err := cl.status(ctx, i)
-		g := st.Self.Group
-		if err == nil && g.State == "Follower" && g.Leader != "" && g.AppliedIndex >= want {
-			return nil
+	// want[g] is the mark of group g, for the groups node i votes in.
+	var want map[int]uint64
+	for want == nil {
+		sts, err := cl.sweep(ctx)
+		if n := groupCount(sts); n > 0 {
+			by := leadersIn(sts)
+			if len(by) == n {
+				want = map[int]uint64{}
+				for g, l := range by {
+					gs := sts[l].Self.Groups[g]
+					if slices.Contains(gs.Voters, cl.id(i)) {
+						want[g] = gs.AppliedIndex
+					}
+				}
+				break
+			}
+			err = fmt.Errorf("%d of %d groups have a leader (last error: %v)", len(by), n, err)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("node %s did not catch up to index %d within %s (state %q, leader %q, applied %d, err %v)",
-				cl.id(i), want, failoverWait, g.State, g.Leader, g.AppliedIndex, err)
+			return fmt.Errorf("node %s: leaders of every group within %s: %v", cl.id(i), failoverWait, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	for {
+		st, err := cl.status(ctx, i)
+		var behind []string
+		if err == nil {
+			for g, w := range want {
+				if g >= len(st.Self.Groups) {
+					behind = append(behind, fmt.Sprintf("group %d: not listed", g))
+					continue
+				}
+				if gs := st.Self.Groups[g]; gs.Leader == "" || gs.AppliedIndex < w {
+					behind = append(behind, fmt.Sprintf("group %d: leader %q, applied %d of %d", g, gs.Leader, gs.AppliedIndex, w))
+				}
+			}
+			if len(behind) == 0 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			slices.Sort(behind)
+			return fmt.Errorf("node %s did not catch up within %s (err %v): %s",
+				cl.id(i), failoverWait, err, strings.Join(behind, "; "))
 		}
 		select {
 		case <-ctx.Done():
