@@ -158,10 +158,13 @@ func TestClusterSurvivesKills(t *testing.T) {
 	d.form(3)
 	sessions := t.TempDir()
 	var sessA [3]string
+	var userA *tg.User
 	for k := range 3 {
 		sessA[k] = filepath.Join(sessions, fmt.Sprintf("a%d.json", k))
-		signUp(t, d.nodes[k], sessA[k], "9996610301")
+		userA = signUp(t, d.nodes[k], sessA[k], "9996610301")
 	}
+	// Every send is a command on A's group first: the busiest group.
+	gA := userGroup(userA.ID)
 	sessB := filepath.Join(sessions, "b.json")
 	b := signUp(t, d.nodes[1], sessB, "9996610302")
 
@@ -187,13 +190,13 @@ func TestClusterSurvivesKills(t *testing.T) {
 	t.Cleanup(func() { l.stop.Store(true); l.wg.Wait() })
 
 	l.waitAcks(50, "warm-up")
-	lead := d.leader()
+	lead := d.groupLeader(gA)
 	killed := time.Now()
 	d.nodes[lead].kill()
-	l.waitAcks(1, "first ack after killing leader "+d.id(lead))
-	t.Logf("writes resumed %v after kill -9 of the leader", time.Since(killed).Round(time.Millisecond))
-	newLead := d.leader((lead+1)%3, (lead+2)%3)
-	t.Logf("new leader %s", d.id(newLead))
+	l.waitAcks(1, "first ack after killing "+d.id(lead)+", the leader of A's group")
+	t.Logf("writes resumed %v after kill -9 of the leader of A's group", time.Since(killed).Round(time.Millisecond))
+	newLead := d.groupLeader(gA, (lead+1)%3, (lead+2)%3)
+	t.Logf("new leader of A's group %d: %s", gA, d.id(newLead))
 	l.waitAcks(50, "two nodes")
 	d.restart(lead)
 	l.waitAcks(50, "leader back")
@@ -204,7 +207,7 @@ func TestClusterSurvivesKills(t *testing.T) {
 	d.restart(follower)
 	l.waitAcks(50, "follower back")
 
-	x := d.leader()
+	x := d.groupLeader(gA)
 	y := (x + 2) % 3
 	d.nodes[x].kill()
 	l.waitAcks(30, d.id(x)+" down")

@@ -155,9 +155,21 @@ func (d *dcHarness) getStatus(i int, path string) (mtnode.ClusterStatus, error) 
 	return st, json.Unmarshal([]byte(body), &st)
 }
 
-// leader waits until the live nodes agree on a leader and returns its
-// index.
+// leader waits until the live nodes agree on a leader of the directory
+// (group 0) and returns its index.
 func (d *dcHarness) leader(live ...int) int {
+	d.t.Helper()
+	return d.groupLeader(0, live...)
+}
+
+// groupLeader waits until the live nodes agree on a leader of group g and
+// returns its index.
+//
+// userGroup is the group holding user uid's box in a DC of the default
+// shard count.
+func userGroup(uid int64) int { return 1 + int(cluster.ShardOf(uid, cluster.DefaultShards)) }
+
+func (d *dcHarness) groupLeader(g int, live ...int) int {
 	d.t.Helper()
 	if len(live) == 0 {
 		for i := range d.nodes {
@@ -172,10 +184,14 @@ func (d *dcHarness) leader(live ...int) int {
 			if err != nil {
 				return err
 			}
-			if st.Self.Group.Leader == "" || (lead != "" && st.Self.Group.Leader != lead) {
-				return fmt.Errorf("node %s sees leader %q, others %q", d.id(i), st.Self.Group.Leader, lead)
+			if g >= len(st.Self.Groups) {
+				return fmt.Errorf("node %s reports %d groups", d.id(i), len(st.Self.Groups))
 			}
-			lead = st.Self.Group.Leader
+			gs := st.Self.Groups[g]
+			if gs.Leader == "" || (lead != "" && gs.Leader != lead) {
+				return fmt.Errorf("node %s sees leader %q of group %d, others %q", d.id(i), gs.Leader, g, lead)
+			}
+			lead = gs.Leader
 		}
 		for i := range d.nodes {
 			if d.id(i) == lead {

@@ -36,7 +36,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		verbose   = fs.Bool("v", false, "log progress to stderr")
 	)
 	fs.DurationVar(&opts.Duration, "duration", 10*time.Second, "length of each measured phase")
-	fs.IntVar(&opts.Failovers, "failovers", 5, "leader kills of the failover scenario (3-node child DC)")
+	fs.IntVar(&opts.Failovers, "failovers", 5, "kills of the failover scenario (of the node leading the most groups of a 3-node child DC)")
 	fs.IntVar(&opts.IdleConns, "idle-conns", 1000, "idle connections to open for the idle scenario")
 	fs.IntVar(&opts.HandshakeWorkers, "handshake-workers", 0, "concurrent key exchanges; 0 is twice GOMAXPROCS (keep below the node's max_handshakes)")
 	fs.StringVar((*string)(&opts.HandshakeClient), "handshake-client", "fast", "key exchange client of the handshake scenario: fast (loads the node) or gotd (the real library)")

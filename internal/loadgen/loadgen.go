@@ -43,9 +43,10 @@ const (
 	Chat Scenario = "chat"
 	// Idle measures the server's memory per idle authorized connection.
 	Idle Scenario = "idle"
-	// Failover kills the leader of a 3-node child DC under a steady chat
-	// load, Options.Failovers times, and measures how long until another
-	// node leads and until sends are acknowledged again. Not in "all".
+	// Failover kills the node leading the most raft groups of a 3-node
+	// child DC under a steady chat load, Options.Failovers times, and
+	// measures how long until other nodes lead those groups and until
+	// sends are acknowledged again. Not in "all".
 	Failover Scenario = "failover"
 )
 
@@ -91,7 +92,7 @@ type Options struct {
 	// the other scenarios use a DC of the first size. An external target
 	// (Addr) allows only 1.
 	Nodes []int
-	// Failovers is how many leader kills the failover scenario does; 5.
+	// Failovers is how many kills the failover scenario does; 5.
 	Failovers int
 	// SetupConcurrency bounds connections being set up at once (each does
 	// its own key exchange); 16.
