@@ -132,9 +132,13 @@ func TestMembershipFormsWithMetadata(t *testing.T) {
 			}
 		}
 		for _, o := range ms {
-			if !m.events.has(EventJoin, o.mesh.ID()) {
-				t.Errorf("%s: no join event for %s", m.mesh.ID(), o.mesh.ID())
-			}
+			// Events are delivered after the member list changes: wait.
+			waitFor(t, 5*time.Second, func() error {
+				if !m.events.has(EventJoin, o.mesh.ID()) {
+					return fmt.Errorf("%s: no join event for %s", m.mesh.ID(), o.mesh.ID())
+				}
+				return nil
+			})
 		}
 	}
 	// Joining again, through another member, is harmless; so is joining
