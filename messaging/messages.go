@@ -331,16 +331,15 @@ func encodeTL(e bin.Encoder) ([]byte, error) {
 // postMessage stores a new copy in owner's box: takes its id, date and
 // pts, appends updateNewMessage to the owner's log and moves the dialog.
 func postMessage(tx *storage.Txn, env Env, owner int64, m *Message, except int64) (Event, error) {
-	id, err := NextMessageID(tx, owner)
+	// One read and one write of the owner's counters: the message id,
+	// the box date (never before the box's last) and the pts.
+	s, err := GetState(tx, owner)
 	if err != nil {
 		return Event{}, err
 	}
-	date, err := boxDate(tx, owner, env.Now)
-	if err != nil {
-		return Event{}, err
-	}
-	m.ID, m.Date = id, date
-	ev, err := AppendUpdate(tx, owner, date, 1, func(pts int) ([]byte, error) {
+	m.ID, m.Date = s.NextMsgID, max(env.Now, s.Date)
+	s.NextMsgID++
+	ev, err := appendUpdate(tx, owner, &s, m.Date, 1, func(pts int) ([]byte, error) {
 		m.Pts = pts
 		msg, err := m.TL()
 		if err != nil {

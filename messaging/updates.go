@@ -37,17 +37,6 @@ func PutState(tx *storage.Txn, uid int64, s State) error {
 	return putJSON(tx, key("state", uid), s)
 }
 
-// NextMessageID takes the next message id in uid's box.
-func NextMessageID(tx *storage.Txn, uid int64) (int, error) {
-	s, err := GetState(tx, uid)
-	if err != nil {
-		return 0, err
-	}
-	id := s.NextMsgID
-	s.NextMsgID++
-	return id, PutState(tx, uid, s)
-}
-
 // AppendUpdate reserves ptsCount pts for uid, lets build encode the update
 // with its final pts, stores it in the log and returns the event to push.
 // The log is the truth: pushes may be lost, getDifference replays the log.
@@ -56,6 +45,12 @@ func AppendUpdate(tx *storage.Txn, uid int64, now int64, ptsCount int, build fun
 	if err != nil {
 		return Event{}, err
 	}
+	return appendUpdate(tx, uid, &s, now, ptsCount, build)
+}
+
+// appendUpdate is AppendUpdate on counters s the caller already read (and
+// may have changed): it stores them once, with the log entry.
+func appendUpdate(tx *storage.Txn, uid int64, s *State, now int64, ptsCount int, build func(pts int) ([]byte, error)) (Event, error) {
 	s.Pts += ptsCount
 	s.Date = now
 	upd, err := build(s.Pts)
@@ -65,7 +60,7 @@ func AppendUpdate(tx *storage.Txn, uid int64, now int64, ptsCount int, build fun
 	if err := putJSON(tx, key("upd", uid, s.Pts), UpdateRecord{Pts: s.Pts, PtsCount: ptsCount, Date: now, Update: upd}); err != nil {
 		return Event{}, err
 	}
-	if err := PutState(tx, uid, s); err != nil {
+	if err := PutState(tx, uid, *s); err != nil {
 		return Event{}, err
 	}
 	return Event{UserID: uid, Pts: s.Pts, PtsCount: ptsCount, Update: upd}, nil
