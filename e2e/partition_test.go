@@ -16,6 +16,7 @@ import (
 // TestClusterPartition runs a 3-node DC in network namespaces and cuts
 // the leader off from the other two (its clients still reach it). The cut
 // off node accepts no write: a send through it fails and changes nothing.
+// A read through it fails rather than answer from its stale replica.
 // The majority elects a new leader and carries on. On healing, the cut
 // off node catches up, and the send retried with its random_id through it
 // lands exactly once.
@@ -81,6 +82,22 @@ func TestClusterPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkBox(t, d.nodes[major], sessB, 15)
+	// A read through the cut off node fails too: it has at most the first
+	// five messages, and must not answer from them (its replica can get
+	// no read index, and a deposed leader cannot confirm its leadership).
+	bc := newClient(t, d.nodes[lead], mtclient.Intermediate, sessB)
+	if err := runClient(bc, func(ctx context.Context) error {
+		h, err := history(ctx, bc.API(), nil)
+		if err == nil {
+			return fmt.Errorf("the cut off node answered a history read with %d messages", len(h))
+		}
+		if !tgerr.Is(err, "RPC_CALL_FAIL") {
+			return fmt.Errorf("history through the cut off node: %v, want RPC_CALL_FAIL", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	lab.heal(lead)
 	t.Logf("healed %s", d.id(lead))
