@@ -233,15 +233,21 @@ func (c *clusterNode) observe(ctx context.Context) {
 			last[g] = leader
 		}
 		c.metrics.groupsLed.Set(float64(led))
-		st := c.group.Raft().Stats()
-		commit, _ := strconv.ParseUint(st["commit_index"], 10, 64)
-		applied := c.group.AppliedIndex()
-		c.metrics.appliedIndex.Set(float64(applied))
-		c.metrics.commitIndex.Set(float64(commit))
-		if commit > applied {
-			c.metrics.applyLag.Set(float64(commit - applied))
-		} else {
-			c.metrics.applyLag.Set(0)
+		for g, grp := range c.groups {
+			if !c.inGroupOf(replication.ShardID(g)) {
+				continue
+			}
+			label := groupLabel(g)
+			commit := grp.Raft().CommitIndex()
+			c.metrics.appliedIndex.WithLabelValues(label).Set(float64(grp.AppliedIndex()))
+			c.metrics.commitIndex.WithLabelValues(label).Set(float64(commit))
+			// Lag against raft's own applied index, which counts the
+			// entries raft applies itself (no-ops, configuration).
+			lag := 0.0
+			if ra := grp.Raft().AppliedIndex(); commit > ra {
+				lag = float64(commit - ra)
+			}
+			c.metrics.applyLag.WithLabelValues(label).Set(lag)
 		}
 		if c.group.IsLeader() {
 			c.metrics.isLeader.Set(1)

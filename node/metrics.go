@@ -15,9 +15,9 @@ type clusterMetrics struct {
 	leaderChanges  prometheus.Counter
 	isLeader       prometheus.Gauge
 	groupsLed      prometheus.Gauge
-	appliedIndex   prometheus.Gauge
-	commitIndex    prometheus.Gauge
-	applyLag       prometheus.Gauge
+	appliedIndex   *prometheus.GaugeVec
+	commitIndex    *prometheus.GaugeVec
+	applyLag       *prometheus.GaugeVec
 	snapshotBytes  prometheus.Gauge
 	members        prometheus.Gauge
 	gossipHealth   prometheus.Gauge
@@ -45,15 +45,15 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 		groupsLed: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mtnode_raft_groups_led", Help: "Raft groups (data group and shards) this node leads.",
 		}),
-		appliedIndex: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mtnode_raft_applied_index", Help: "Last log index applied by this replica.",
-		}),
-		commitIndex: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mtnode_raft_commit_index", Help: "Commit index known to this replica.",
-		}),
-		applyLag: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mtnode_raft_apply_lag", Help: "Committed entries not yet applied by this replica.",
-		}),
+		appliedIndex: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mtnode_raft_applied_index", Help: "Last command applied by this replica's state machine, by group.",
+		}, []string{"group"}),
+		commitIndex: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mtnode_raft_commit_index", Help: "Commit index known to this replica, by group.",
+		}, []string{"group"}),
+		applyLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mtnode_raft_apply_lag", Help: "Committed entries this replica has not applied yet, by group.",
+		}, []string{"group"}),
 		snapshotBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mtnode_raft_snapshot_bytes", Help: "Size of this node's latest snapshots, summed over its groups.",
 		}),
