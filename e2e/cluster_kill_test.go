@@ -286,7 +286,7 @@ func TestClusterSurvivesKills(t *testing.T) {
 	// B's box: the same messages once each, in A's order.
 	bc := newClient(t, d.nodes[0], mtclient.Intermediate, sessB)
 	if err := runClient(bc, func(ctx context.Context) error {
-		histB, err := history(ctx, bc.API(), nil)
+		histB, err := settledHistory(ctx, bc.API(), nil, attempted)
 		if err != nil {
 			return err
 		}

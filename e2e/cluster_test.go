@@ -268,7 +268,7 @@ func TestClusterFormsAndChats(t *testing.T) {
 	// B reads through the third node: all, once, in order.
 	bc := newClient(t, n2, mtclient.Intermediate, sessB)
 	if err := runClient(bc, func(ctx context.Context) error {
-		hist, err := history(ctx, bc.API(), nil)
+		hist, err := settledHistory(ctx, bc.API(), nil, total)
 		if err != nil {
 			return err
 		}
@@ -386,11 +386,34 @@ func sendN(t *testing.T, from *node, sessA, phoneB string, first, n int) {
 
 // checkBox has B (on node at) read the chat and find loadText(0..total-1),
 // each once, in order.
+// deliverySettle bounds how long a recipient's box may trail the sender's
+// acknowledgements: a message reaches it through the sender group's
+// outbox, milliseconds later, or once the pump runs again after a restart.
+const deliverySettle = 15 * time.Second
+
+// settledHistory reads a history (as history does) until it holds at
+// least want messages or deliverySettle has passed, and returns the last
+// read, or its error; the caller checks it.
+func settledHistory(ctx context.Context, api *tg.Client, peer tg.InputPeerClass, want int) (map[int]string, error) {
+	deadline := time.Now().Add(deliverySettle)
+	for {
+		h, err := history(ctx, api, peer)
+		if (err == nil && len(h) >= want) || time.Now().After(deadline) {
+			return h, err
+		}
+		select {
+		case <-ctx.Done():
+			return h, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 func checkBox(t *testing.T, at *node, sessB string, total int) {
 	t.Helper()
 	bc := newClient(t, at, mtclient.Intermediate, sessB)
 	if err := runClient(bc, func(ctx context.Context) error {
-		h, err := history(ctx, bc.API(), nil)
+		h, err := settledHistory(ctx, bc.API(), nil, total)
 		if err != nil {
 			return err
 		}
