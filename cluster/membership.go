@@ -9,6 +9,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,14 +20,20 @@ import (
 
 // Membership: hashicorp/memberlist (SWIM gossip and failure detection) over
 // the mesh, with each node's metadata and join/leave/fail events for
-// placement. See DESIGN.md, "Membership".
+// placement. Two pools share the mesh: the LAN pool of one data center and
+// the WAN pool through which data centers federate. See DESIGN.md,
+// "Membership".
 
 // ErrMetaTooLarge is returned for metadata whose encoding exceeds
 // memberlist's limit (memberlist.MetaMaxSize, 512 bytes).
 var ErrMetaTooLarge = errors.New("cluster: node metadata too large")
 
-// ErrBadMeta is returned when a member's metadata cannot be decoded.
+// ErrBadMeta is returned when a member's metadata cannot be decoded, and
+// by Encode for a field out of its range.
 var ErrBadMeta = errors.New("cluster: bad node metadata")
+
+// MaxDCID is the highest numeric data center ID; IDs run from 1.
+const MaxDCID = 1000
 
 // NodeMeta is what a node tells the others about itself through gossip.
 // Its encoding is versioned: a later version only appends fields, so older
@@ -38,19 +45,40 @@ type NodeMeta struct {
 	ClientAddr string
 	// Version is the node's mtnode version.
 	Version string
+
+	// Version 2: the federation's fields, for the WAN pool.
+
+	// DCID is the node's numeric data center ID, 1..MaxDCID; 0 means
+	// unknown (a version-1 node, or a node that did not set it).
+	DCID int
+	// MediaOnly marks a node that serves only media (file) traffic.
+	MediaOnly bool
+	// IPv6Addr is where clients reach this node over IPv6 (host:port);
+	// empty when it has none.
+	IPv6Addr string
 }
 
 // metaVersion is the encoding version Encode writes.
-const metaVersion = 1
+const metaVersion = 2
 
 // metaLeaving is the flag a node gossips when it starts a graceful Leave.
 const metaLeaving = 1 << 0
 
-// Encode returns the wire form: a version byte, each field as a uvarint
-// length and its bytes, then a flags byte.
+// metaMediaOnly is version 2's roles bit for MediaOnly; the other bits are
+// for later roles and ignored.
+const metaMediaOnly = 1 << 0
+
+// Encode returns the wire form. Version 1: a version byte, DC, ClientAddr
+// and Version each as a uvarint length and its bytes, then a flags byte.
+// Version 2 appends DCID as a uvarint, IPv6Addr as a uvarint length and
+// its bytes, and a roles byte. A version-1 decoder reads up to the flags
+// byte and ignores the rest, so it still understands a version-2 record.
 func (m NodeMeta) Encode() ([]byte, error) { return m.encode(0) }
 
 func (m NodeMeta) encode(flags byte) ([]byte, error) {
+	if m.DCID < 0 || m.DCID > MaxDCID {
+		return nil, fmt.Errorf("%w: DC ID %d not in 0..%d", ErrBadMeta, m.DCID, MaxDCID)
+	}
 	var b []byte
 	b = append(b, metaVersion)
 	for _, f := range []string{m.DC, m.ClientAddr, m.Version} {
@@ -58,13 +86,22 @@ func (m NodeMeta) encode(flags byte) ([]byte, error) {
 		b = append(b, f...)
 	}
 	b = append(b, flags)
+	b = binary.AppendUvarint(b, uint64(m.DCID))
+	b = binary.AppendUvarint(b, uint64(len(m.IPv6Addr)))
+	b = append(b, m.IPv6Addr...)
+	var roles byte
+	if m.MediaOnly {
+		roles |= metaMediaOnly
+	}
+	b = append(b, roles)
 	if len(b) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMetaTooLarge, len(b), memberlist.MetaMaxSize)
 	}
 	return b, nil
 }
 
-// DecodeNodeMeta parses Encode's output, of this or a later version.
+// DecodeNodeMeta parses Encode's output, of this, an earlier or a later
+// version; fields a record's version lacks are zero.
 func DecodeNodeMeta(b []byte) (NodeMeta, error) {
 	m, _, err := decodeMeta(b)
 	return m, err
@@ -75,24 +112,51 @@ func decodeMeta(b []byte) (NodeMeta, byte, error) {
 	if len(b) == 0 || b[0] < 1 {
 		return m, 0, fmt.Errorf("%w: no version", ErrBadMeta)
 	}
+	version := b[0]
 	r := bytes.NewReader(b[1:])
-	for _, f := range []*string{&m.DC, &m.ClientAddr, &m.Version} {
+	readString := func(f *string) error {
 		n, err := binary.ReadUvarint(r)
 		if err != nil || n > uint64(r.Len()) {
-			return NodeMeta{}, 0, fmt.Errorf("%w: truncated", ErrBadMeta)
+			return fmt.Errorf("%w: truncated", ErrBadMeta)
 		}
 		s := make([]byte, n)
 		r.Read(s)
 		*f = string(s)
+		return nil
+	}
+	for _, f := range []*string{&m.DC, &m.ClientAddr, &m.Version} {
+		if err := readString(f); err != nil {
+			return NodeMeta{}, 0, err
+		}
 	}
 	flags, err := r.ReadByte()
 	if err != nil {
 		return NodeMeta{}, 0, fmt.Errorf("%w: no flags", ErrBadMeta)
 	}
+	if version < 2 {
+		return m, flags, nil
+	}
+	dc, err := binary.ReadUvarint(r)
+	if err != nil {
+		return NodeMeta{}, 0, fmt.Errorf("%w: truncated", ErrBadMeta)
+	}
+	if dc > MaxDCID {
+		return NodeMeta{}, 0, fmt.Errorf("%w: DC ID %d not in 0..%d", ErrBadMeta, dc, MaxDCID)
+	}
+	m.DCID = int(dc)
+	if err := readString(&m.IPv6Addr); err != nil {
+		return NodeMeta{}, 0, err
+	}
+	roles, err := r.ReadByte()
+	if err != nil {
+		return NodeMeta{}, 0, fmt.Errorf("%w: no roles", ErrBadMeta)
+	}
+	m.MediaOnly = roles&metaMediaOnly != 0
 	return m, flags, nil
 }
 
-// Member is one node of the data center.
+// Member is one node of a pool: of the data center (LAN) or of the
+// federation (WAN).
 type Member struct {
 	// ID is the node's ID, proved by its mesh certificate.
 	ID NodeID
@@ -145,8 +209,13 @@ type Event struct {
 // MembershipConfig configures a Membership. Mesh is required.
 type MembershipConfig struct {
 	// Mesh carries gossip; the Membership takes over its KindGossip
-	// handler. The caller runs and closes the mesh, after the Membership.
+	// handler (KindGossipWAN for the WAN pool). The caller runs and closes
+	// the mesh, after the Membership.
 	Mesh *Mesh
+	// WAN makes this the federation's WAN pool rather than the data
+	// center's LAN pool: memberlist's WAN profile, gossip on its own
+	// stream kind. A node may run one Membership of each on one mesh.
+	WAN bool
 	// Advertise is the mesh address (host:port) to gossip when the mesh is
 	// bound to a wildcard address; empty means the mesh's bound address.
 	Advertise string
@@ -162,8 +231,9 @@ type MembershipConfig struct {
 	OnEvent func(Event)
 	// Logger receives memberlist's logs; nil discards them.
 	Logger *slog.Logger
-	// Configure, when set, adjusts memberlist's config (the LAN profile
-	// with the fields above applied) last. Tests shorten timings with it.
+	// Configure, when set, adjusts memberlist's config (the LAN or WAN
+	// profile with the fields above applied) last. Tests shorten timings
+	// with it.
 	Configure func(*memberlist.Config)
 }
 
@@ -175,7 +245,8 @@ type MembershipConfig struct {
 // certificate for its ID, so a name at a new address is the same node.
 const DefaultDeadNodeReclaimTime = 2 * time.Second
 
-// Membership is this node's view of the data center's members.
+// Membership is this node's view of one pool's members: the data center's
+// (LAN) or the federation's (WAN).
 type Membership struct {
 	id   NodeID
 	log  *slog.Logger
@@ -213,7 +284,11 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	lg = lg.With("component", "membership", "node", string(cfg.Mesh.ID()))
+	pool, kind := "lan", KindGossip
+	if cfg.WAN {
+		pool, kind = "wan", KindGossipWAN
+	}
+	lg = lg.With("component", "membership", "pool", pool, "node", string(cfg.Mesh.ID()))
 	ms := &Membership{
 		id:       cfg.Mesh.ID(),
 		log:      lg,
@@ -223,9 +298,12 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 		evDone:   make(chan struct{}),
 		stop:     make(chan struct{}),
 	}
-	ms.tr = newGossipTransport(cfg.Mesh, adv, lg)
+	ms.tr = newGossipTransport(cfg.Mesh, kind, adv, lg)
 
 	mc := memberlist.DefaultLANConfig()
+	if cfg.WAN {
+		mc = memberlist.DefaultWANConfig()
+	}
 	mc.Name = string(cfg.Mesh.ID())
 	mc.Transport = ms.tr
 	mc.AdvertiseAddr = adv.IP.String()
@@ -254,7 +332,7 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 }
 
 // Join contacts the given members ("id@host:port") and merges their view
-// of the data center. It succeeds if at least one answered; the error
+// of the pool. It succeeds if at least one answered; the error
 // lists the ones that did not. Joining a member already known is harmless.
 func (ms *Membership) Join(addrs []string) (int, error) {
 	ml := make([]string, 0, len(addrs))
@@ -398,6 +476,24 @@ func (ms *Membership) Close() error {
 		ms.log.Info("membership closed")
 	})
 	return nil
+}
+
+// DCTable groups members by their DCID, each group sorted by ID: the
+// federation's table of data centers, from a WAN pool's Members. Leaving
+// members, members whose metadata did not decode and members with no DCID
+// are left out.
+func DCTable(members []Member) map[int][]Member {
+	t := make(map[int][]Member)
+	for _, m := range members {
+		if m.Leaving || m.MetaErr != nil || m.Meta.DCID == 0 {
+			continue
+		}
+		t[m.Meta.DCID] = append(t[m.Meta.DCID], m)
+	}
+	for _, ms := range t {
+		slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	}
+	return t
 }
 
 func toMember(n *memberlist.Node) Member {

@@ -38,6 +38,12 @@ func (l *eventLog) add(ev Event) {
 	l.mu.Unlock()
 }
 
+func (l *eventLog) about(id NodeID) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.ContainsFunc(l.evs, func(ev Event) bool { return ev.Member.ID == id })
+}
+
 func (l *eventLog) has(typ EventType, id NodeID) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -55,14 +61,32 @@ func (m testMember) addr() string { return string(m.mesh.ID()) + "@" + m.mesh.Ad
 // startMember runs a mesh and a membership on it; cleanup closes both.
 func startMember(t *testing.T, ca *CA, id NodeID, key []byte, meta NodeMeta) testMember {
 	t.Helper()
-	mesh := startMesh(t, ca, id, nodeCert(t, ca, id))
+	return startPool(t, startMesh(t, ca, id, nodeCert(t, ca, id)), false, key, meta)
+}
+
+// startPool runs a membership of the LAN or WAN pool on mesh, with
+// fastGossip timings; cleanup closes it. It checks that the pool starts
+// from its own memberlist profile.
+func startPool(t *testing.T, mesh *Mesh, wan bool, key []byte, meta NodeMeta) testMember {
+	t.Helper()
+	profile := memberlist.DefaultLANConfig()
+	if wan {
+		profile = memberlist.DefaultWANConfig()
+	}
 	ev := &eventLog{}
 	ms, err := NewMembership(MembershipConfig{
 		Mesh:      mesh,
+		WAN:       wan,
 		GossipKey: key,
 		Meta:      meta,
 		OnEvent:   ev.add,
-		Configure: fastGossip,
+		Configure: func(c *memberlist.Config) {
+			if c.ProbeInterval != profile.ProbeInterval || c.SuspicionMult != profile.SuspicionMult {
+				t.Errorf("wan=%v: profile probe %v suspicion ×%d, want %v ×%d", wan,
+					c.ProbeInterval, c.SuspicionMult, profile.ProbeInterval, profile.SuspicionMult)
+			}
+			fastGossip(c)
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -237,6 +261,115 @@ func TestMembershipRefusesOtherCA(t *testing.T) {
 	}
 }
 
+// memberIDs returns the IDs of ms, sorted.
+func memberIDs(ms []Member) []NodeID {
+	ids := make([]NodeID, 0, len(ms))
+	for _, m := range ms {
+		ids = append(ids, m.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// TestMembershipWANPool federates two data centers: a and b are DC 1 and c
+// is DC 2, each node in its DC's LAN pool and all three in the WAN pool,
+// both pools on the one mesh of each node.
+func TestMembershipWANPool(t *testing.T) {
+	ca := testCA(t)
+	key := testGossipKey(t)
+	metas := map[NodeID]NodeMeta{
+		"a": {DC: "1", ClientAddr: "127.0.0.1:4431", Version: "t", DCID: 1},
+		"b": {DC: "1", ClientAddr: "127.0.0.1:4432", Version: "t", DCID: 1, IPv6Addr: "[::1]:4432"},
+		"c": {DC: "2", ClientAddr: "127.0.0.1:4433", Version: "t", DCID: 2, MediaOnly: true},
+	}
+	lan := map[NodeID]testMember{}
+	wan := map[NodeID]testMember{}
+	for _, id := range []NodeID{"a", "b", "c"} {
+		mesh := startMesh(t, ca, id, nodeCert(t, ca, id))
+		lan[id] = startPool(t, mesh, false, key, metas[id])
+		wan[id] = startPool(t, mesh, true, key, metas[id])
+	}
+	if _, err := lan["b"].Join([]string{lan["a"].addr()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []NodeID{"b", "c"} {
+		if _, err := wan[id].Join([]string{wan["a"].addr()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Every WAN member sees all three with their metadata, and the same
+	// DC table.
+	for id, w := range wan {
+		waitFor(t, 5*time.Second, func() error {
+			ms := w.Members()
+			if ids := memberIDs(ms); !slices.Equal(ids, []NodeID{"a", "b", "c"}) {
+				return fmt.Errorf("%s: WAN members %v", id, ids)
+			}
+			for _, mb := range ms {
+				if mb.MetaErr != nil || mb.Meta != metas[mb.ID] {
+					return fmt.Errorf("%s: WAN meta of %s = %+v (%v)", id, mb.ID, mb.Meta, mb.MetaErr)
+				}
+			}
+			tab := DCTable(ms)
+			if len(tab) != 2 || !slices.Equal(memberIDs(tab[1]), []NodeID{"a", "b"}) ||
+				!slices.Equal(memberIDs(tab[2]), []NodeID{"c"}) {
+				return fmt.Errorf("%s: DC table %v", id, tab)
+			}
+			return nil
+		})
+	}
+
+	// The pools do not leak into each other: DC 1's LAN pool holds a and b
+	// only, DC 2's holds c alone, though every mesh connects all three.
+	checkLAN := func() {
+		t.Helper()
+		for id, want := range map[NodeID][]NodeID{"a": {"a", "b"}, "b": {"a", "b"}, "c": {"c"}} {
+			waitFor(t, 5*time.Second, func() error {
+				if ids := memberIDs(lan[id].Members()); !slices.Equal(ids, want) {
+					return fmt.Errorf("%s: LAN members %v, want %v", id, ids, want)
+				}
+				return nil
+			})
+		}
+		for _, id := range []NodeID{"a", "b"} {
+			if lan[id].events.about("c") || lan["c"].events.about(id) {
+				t.Errorf("LAN events cross DCs between %s and c", id)
+			}
+		}
+	}
+	checkLAN()
+
+	// c leaves the federation: a and b see a leave, not a failure, and
+	// the LAN pools are untouched.
+	if err := wan["c"].Leave(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	wan["c"].Close()
+	for _, id := range []NodeID{"a", "b"} {
+		w := wan[id]
+		waitFor(t, 5*time.Second, func() error {
+			if !w.events.has(EventLeave, "c") {
+				return fmt.Errorf("%s has not seen c leave the WAN pool", id)
+			}
+			if ids := memberIDs(w.Members()); !slices.Equal(ids, []NodeID{"a", "b"}) {
+				return fmt.Errorf("%s: WAN members %v", id, ids)
+			}
+			return nil
+		})
+		if w.events.has(EventFail, "c") {
+			t.Errorf("%s saw c's leave as a failure", id)
+		}
+		if tab := DCTable(w.Members()); len(tab) != 1 || len(tab[1]) != 2 {
+			t.Errorf("%s: DC table after c left: %v", id, tab)
+		}
+	}
+	checkLAN()
+	if n := lan["c"].NumMembers(); n != 1 {
+		t.Errorf("c's LAN pool counts %d members after leaving the WAN pool", n)
+	}
+}
+
 func TestGossipTarget(t *testing.T) {
 	for _, tc := range []struct {
 		a        memberlist.Address
@@ -259,51 +392,126 @@ func TestGossipTarget(t *testing.T) {
 }
 
 func TestNodeMetaEncoding(t *testing.T) {
-	m := NodeMeta{DC: "dc1", ClientAddr: "[::1]:443", Version: "1.2.3"}
+	m := NodeMeta{DC: "dc1", ClientAddr: "[::1]:443", Version: "1.2.3",
+		DCID: 1000, MediaOnly: true, IPv6Addr: "[2001:db8::1]:443"}
 	b, err := m.Encode()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if b[0] != 2 {
+		t.Fatalf("version %d, want 2", b[0])
 	}
 	got, err := DecodeNodeMeta(b)
 	if err != nil || got != m {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
-	// A later version appends fields; this one ignores them.
-	got, err = DecodeNodeMeta(append(append([]byte{2}, b[1:]...), 3, 'x', 'y', 'z'))
-	if err != nil || got != m {
-		t.Fatalf("v2: %+v, %v", got, err)
+	// The version-1 prefix is unchanged: the same record labelled version
+	// 1 is what a version-1 decoder sees, the version-2 tail after the
+	// flags byte ignored.
+	v1 := NodeMeta{DC: m.DC, ClientAddr: m.ClientAddr, Version: m.Version}
+	got, err = DecodeNodeMeta(append([]byte{1}, b[1:]...))
+	if err != nil || got != v1 {
+		t.Fatalf("v2 record read as v1: %+v, %v", got, err)
 	}
-	// The leaving flag is carried but not part of NodeMeta.
+	// A version-1 record, as version-1 nodes send it, decodes with zero
+	// version-2 fields.
+	rec := []byte{1, 3, 'd', 'c', '1', 9, '[', ':', ':', '1', ']', ':', '4', '4', '3', 5, '1', '.', '2', '.', '3', 0}
+	got, err = DecodeNodeMeta(rec)
+	if err != nil || got != v1 {
+		t.Fatalf("v1: %+v, %v", got, err)
+	}
+	got, flags, err := decodeMeta(append(rec[:len(rec)-1:len(rec)-1], metaLeaving))
+	if err != nil || got != v1 || flags != metaLeaving {
+		t.Fatalf("v1 leaving: %+v, %d, %v", got, flags, err)
+	}
+	// A later version appends fields; this one ignores them.
+	got, err = DecodeNodeMeta(append(append([]byte{3}, b[1:]...), 3, 'x', 'y', 'z'))
+	if err != nil || got != m {
+		t.Fatalf("v3: %+v, %v", got, err)
+	}
+	// The leaving flag is carried but not part of NodeMeta, and the
+	// media-only role is not a flag.
 	lb, _ := m.encode(metaLeaving)
-	got, flags, err := decodeMeta(lb)
+	got, flags, err = decodeMeta(lb)
 	if err != nil || got != m || flags != metaLeaving {
 		t.Fatalf("leaving: %+v, %d, %v", got, flags, err)
 	}
-	got, err = DecodeNodeMeta(b)
-	if err != nil || got != m {
-		t.Fatalf("v2: %+v, %v", got, err)
+	m.MediaOnly = false
+	b, _ = m.Encode()
+	if _, flags, _ := decodeMeta(b); flags != 0 {
+		t.Fatalf("flags %d without leaving", flags)
 	}
-	if _, err := (NodeMeta{DC: strings.Repeat("x", memberlist.MetaMaxSize)}).Encode(); !errors.Is(err, ErrMetaTooLarge) {
-		t.Fatalf("oversized meta: %v", err)
+	for _, big := range []NodeMeta{
+		{DC: strings.Repeat("x", memberlist.MetaMaxSize)},
+		{DC: "dc1", IPv6Addr: strings.Repeat("x", memberlist.MetaMaxSize-8)},
+	} {
+		if _, err := big.Encode(); !errors.Is(err, ErrMetaTooLarge) {
+			t.Fatalf("oversized meta: %v", err)
+		}
 	}
-	for _, bad := range [][]byte{nil, {0}, {1}, {1, 5, 'a'}, {1, 0, 0, 0}} {
+	for _, dc := range []int{-1, MaxDCID + 1} {
+		if _, err := (NodeMeta{DCID: dc}).Encode(); !errors.Is(err, ErrBadMeta) {
+			t.Errorf("DCID %d: %v", dc, err)
+		}
+	}
+	for _, bad := range [][]byte{
+		nil, {0}, {1}, {1, 5, 'a'}, {1, 0, 0, 0},
+		{2, 0, 0, 0, 0},                   // no DCID
+		{2, 0, 0, 0, 0, 1},                // no IPv6Addr
+		{2, 0, 0, 0, 0, 1, 3, 'a'},        // IPv6Addr truncated
+		{2, 0, 0, 0, 0, 1, 0},             // no roles
+		{2, 0, 0, 0, 0, 0xe9, 0x07, 0, 0}, // DCID 1001
+	} {
 		if _, err := DecodeNodeMeta(bad); !errors.Is(err, ErrBadMeta) {
 			t.Errorf("DecodeNodeMeta(%v) = %v", bad, err)
 		}
 	}
 }
 
+func TestDCTable(t *testing.T) {
+	mb := func(id NodeID, dc int) Member { return Member{ID: id, Meta: NodeMeta{DCID: dc}} }
+	leaving := mb("b0", 1)
+	leaving.Leaving = true
+	broken := mb("b1", 1)
+	broken.MetaErr = ErrBadMeta
+	got := DCTable([]Member{mb("c", 2), mb("b", 1), leaving, mb("x", 0), broken, mb("a", 1)})
+	want := map[int][]Member{1: {mb("a", 1), mb("b", 1)}, 2: {mb("c", 2)}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("DCTable = %v, want %v", got, want)
+	}
+	if len(DCTable(nil)) != 0 {
+		t.Fatal("DCTable(nil) not empty")
+	}
+}
+
 func FuzzDecodeNodeMeta(f *testing.F) {
-	b, _ := NodeMeta{DC: "dc1", ClientAddr: "127.0.0.1:443", Version: "v"}.Encode()
+	m := NodeMeta{DC: "dc1", ClientAddr: "127.0.0.1:443", Version: "v", DCID: 2, MediaOnly: true, IPv6Addr: "[::1]:443"}
+	b, _ := m.Encode()
 	f.Add(b)
+	lb, _ := m.encode(metaLeaving)
+	f.Add(lb)
+	f.Add(append([]byte{1}, b[1:]...))                  // v2 record read as v1
+	f.Add(append(append([]byte{3}, b[1:]...), 1, 2, 3)) // a later version
+	f.Add([]byte{1, 3, 'd', 'c', '1', 0, 0, 0})         // v1 as v1 nodes wrote it
+	f.Add([]byte{2, 0, 0, 0, 0, 0xe9, 0x07, 0, 0})      // DCID out of range
 	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := DecodeNodeMeta(in)
 		if err != nil {
 			return
 		}
-		if out, err := m.Encode(); err == nil && len(in) > 0 && in[0] == metaVersion && len(out) > len(in) {
+		out, err := m.Encode()
+		if err != nil {
+			if !errors.Is(err, ErrMetaTooLarge) {
+				t.Fatalf("decoded %+v does not encode: %v", m, err)
+			}
+			return
+		}
+		if in[0] == metaVersion && len(out) > len(in) {
 			t.Fatalf("re-encoding grew: %d > %d", len(out), len(in))
+		}
+		if back, err := DecodeNodeMeta(out); err != nil || back != m {
+			t.Fatalf("re-encoded %+v decodes as %+v, %v", m, back, err)
 		}
 	})
 }

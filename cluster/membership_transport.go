@@ -15,7 +15,8 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// Memberlist over the mesh. Every gossip stream (kind 4) carries, after its
+// Memberlist over the mesh. Every gossip stream (kind 4 for the LAN pool, 5
+// for the WAN pool; the pools' protocols are the same) carries, after its
 // kind byte, one marker byte:
 //
 //	'p' a packet: the rest of the stream, up to maxGossipPacket bytes, is
@@ -60,6 +61,7 @@ var ErrNoNodeName = errors.New("cluster: gossip address has no node name")
 // gossipTransport is a memberlist.NodeAwareTransport over the mesh.
 type gossipTransport struct {
 	mesh      *Mesh
+	kind      StreamKind // KindGossip or KindGossipWAN
 	log       *slog.Logger
 	advertise *net.UDPAddr
 
@@ -76,12 +78,14 @@ type gossipTransport struct {
 
 var _ memberlist.NodeAwareTransport = (*gossipTransport)(nil)
 
-// newGossipTransport takes over the mesh's KindGossip handler. advertise
-// is the mesh address other nodes reach this node at.
-func newGossipTransport(m *Mesh, advertise *net.UDPAddr, log *slog.Logger) *gossipTransport {
+// newGossipTransport takes over the mesh's handler for kind, KindGossip or
+// KindGossipWAN. advertise is the mesh address other nodes reach this node
+// at.
+func newGossipTransport(m *Mesh, kind StreamKind, advertise *net.UDPAddr, log *slog.Logger) *gossipTransport {
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &gossipTransport{
 		mesh:      m,
+		kind:      kind,
 		log:       log,
 		advertise: advertise,
 		packetCh:  make(chan *memberlist.Packet),
@@ -90,7 +94,7 @@ func newGossipTransport(m *Mesh, advertise *net.UDPAddr, log *slog.Logger) *goss
 		ctx:       ctx,
 		cancel:    cancel,
 	}
-	m.Handle(KindGossip, t.handle)
+	m.Handle(kind, t.handle)
 	return t
 }
 
@@ -137,7 +141,7 @@ func (t *gossipTransport) WriteToAddress(b []byte, a memberlist.Address) (time.T
 func (t *gossipTransport) sendPacket(id NodeID, addr string, buf []byte) error {
 	ctx, cancel := context.WithTimeout(t.ctx, packetTimeout)
 	defer cancel()
-	s, err := t.mesh.Open(ctx, id, addr, KindGossip)
+	s, err := t.mesh.Open(ctx, id, addr, t.kind)
 	if err != nil {
 		return err
 	}
@@ -157,7 +161,7 @@ func (t *gossipTransport) DialAddressTimeout(a memberlist.Address, timeout time.
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, timeout)
 	defer cancel()
-	s, err := t.mesh.Open(ctx, id, addr, KindGossip)
+	s, err := t.mesh.Open(ctx, id, addr, t.kind)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +195,7 @@ func (t *gossipTransport) Shutdown() error {
 	}
 	t.closed = true
 	t.mu.Unlock()
-	t.mesh.Handle(KindGossip, nil)
+	t.mesh.Handle(t.kind, nil)
 	t.cancel()
 	t.wg.Wait()
 	return nil

@@ -12,11 +12,12 @@ type StreamKind byte
 
 // Stream kinds. Values are wire format: never renumber, only add.
 const (
-	KindRaft   StreamKind = 1 // raft RPCs of every shard group (see RaftLayers)
-	KindRPC    StreamKind = 2 // node-to-node RPC (routing to shard leaders)
-	KindPush   StreamKind = 3 // the update push bus
-	KindGossip StreamKind = 4 // memberlist's stream (push/pull) traffic
-	maxKind               = KindGossip
+	KindRaft      StreamKind = 1 // raft RPCs of every shard group (see RaftLayers)
+	KindRPC       StreamKind = 2 // node-to-node RPC (routing to shard leaders)
+	KindPush      StreamKind = 3 // the update push bus
+	KindGossip    StreamKind = 4 // the data center's (LAN) gossip
+	KindGossipWAN StreamKind = 5 // the federation's (WAN) gossip
+	maxKind                  = KindGossipWAN
 )
 
 // String names the kind for logs.
@@ -30,6 +31,8 @@ func (k StreamKind) String() string {
 		return "push"
 	case KindGossip:
 		return "gossip"
+	case KindGossipWAN:
+		return "gossip-wan"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
