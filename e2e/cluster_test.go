@@ -155,8 +155,8 @@ func (d *dcHarness) getStatus(i int, path string) (mtnode.ClusterStatus, error) 
 	return st, json.Unmarshal([]byte(body), &st)
 }
 
-// leader waits until the live nodes agree on a leader of the directory
-// (group 0) and returns its index.
+// leader waits until the live nodes agree on a leader of the metadata
+// group (group 0) and returns its index.
 func (d *dcHarness) leader(live ...int) int {
 	d.t.Helper()
 	return d.groupLeader(0, live...)
@@ -167,7 +167,7 @@ func (d *dcHarness) leader(live ...int) int {
 //
 // userGroup is the group holding user uid's box in a DC of the default
 // shard count.
-func userGroup(uid int64) int { return 1 + int(cluster.ShardOf(uid, cluster.DefaultShards)) }
+func userGroup(uid int64) int { return 2 + int(cluster.ShardOf(uid, cluster.DefaultShards)) }
 
 func (d *dcHarness) groupLeader(g int, live ...int) int {
 	d.t.Helper()
@@ -302,15 +302,16 @@ func TestClusterFormsAndChats(t *testing.T) {
 		t.Fatalf("mtnode status: %s", r)
 	}
 
-	// Leadership of the DC's groups (the data group and 16 auth key
-	// shards) spreads: the autopilot hands each group to its preferred
+	// Leadership of the DC's groups (metadata, directory and 16 shards)
+	// spreads: the autopilot hands each group to its preferred
 	// leader, which cluster.Place balances.
 	var ms []cluster.Member
 	for i := range d.nodes {
 		ms = append(ms, cluster.Member{ID: cluster.NodeID(d.id(i))})
 	}
 	want := make([]int, len(d.nodes))
-	for _, sh := range cluster.Place(17, ms, 3).Shards {
+	groups := 2 + cluster.DefaultShards // metadata, directory, shards
+	for _, sh := range cluster.Place(groups, ms, 3).Shards {
 		want[int(sh.Leader[1]-'1')]++
 	}
 	waitFor(t, 90*time.Second, func() error {
@@ -320,8 +321,8 @@ func TestClusterFormsAndChats(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if len(st.Self.Groups) != 17 {
-				return fmt.Errorf("%s has %d groups, want 17", d.id(i), len(st.Self.Groups))
+			if len(st.Self.Groups) != groups {
+				return fmt.Errorf("%s has %d groups, want %d", d.id(i), len(st.Self.Groups), groups)
 			}
 			leads = append(leads, st.Self.Leads)
 		}

@@ -40,7 +40,7 @@ func PutAuthorization(tx *storage.Txn, env Env, a *Authorization) error {
 	if err := tx.Set(key("uauth", a.UserID, a.PermKeyID), nil); err != nil {
 		return err
 	}
-	_, err := emit(tx, env, DirGroup, DeviceIndex{User: a.UserID, Perm: a.PermKeyID, Present: true})
+	_, err := emit(tx, env, env.Layout().DirGroup(), DeviceIndex{User: a.UserID, Perm: a.PermKeyID, Present: true})
 	return err
 }
 
@@ -52,7 +52,7 @@ func DeleteAuthorization(tx *storage.Txn, env Env, a *Authorization) error {
 	if err := tx.Delete(key("uauth", a.UserID, a.PermKeyID)); err != nil {
 		return err
 	}
-	_, err := emit(tx, env, DirGroup, DeviceIndex{User: a.UserID, Perm: a.PermKeyID})
+	_, err := emit(tx, env, env.Layout().DirGroup(), DeviceIndex{User: a.UserID, Perm: a.PermKeyID})
 	return err
 }
 

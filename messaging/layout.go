@@ -9,11 +9,14 @@ import (
 // Layout says which raft group holds each key and runs each command (see
 // DESIGN.md, "Sharding the state"):
 //
-//   - group 0, the directory: logins, users' public records, phone and
-//     username indexes, the user id sequence, authorizations and the DC's
-//     secrets: whatever must be unique DC-wide or is looked up by every
-//     call;
-//   - groups 1..Shards, by owner id: each user's boxes, update log,
+//   - group 0, the metadata group: the DC's cluster-wide facts (its shared
+//     secrets, among them the server RSA key, and its shard count). It is
+//     written once when the DC forms and read at every start, so it stays
+//     small and idle, and a busy directory never delays a node's start;
+//   - group 1, the directory: logins, users' public records, phone and
+//     username indexes, the user id sequence and authorizations: whatever
+//     must be unique DC-wide or is looked up by every call;
+//   - groups 2..Shards+1, by owner id: each user's boxes, update log,
 //     dialogs, contacts and blocks, and the auth keys by key id.
 //
 // The zero Layout puts everything in group 0: a standalone node, where a
@@ -26,28 +29,42 @@ type Layout struct {
 	ShardOf func(id int64, n int) int
 }
 
+// MetaGroup is the group of the DC's cluster-wide facts.
+const MetaGroup = 0
+
 // DirGroup is the group of the directory.
-const DirGroup = 0
+func (l Layout) DirGroup() int {
+	if l.Shards <= 0 {
+		return MetaGroup
+	}
+	return 1
+}
 
 // UserGroup is the group holding uid's boxes.
 func (l Layout) UserGroup(uid int64) int {
 	if l.Shards <= 0 {
-		return DirGroup
+		return MetaGroup
 	}
-	return 1 + l.ShardOf(uid, l.Shards)
+	return 2 + l.ShardOf(uid, l.Shards)
 }
 
 // KeyGroup is the group holding auth key id.
 func (l Layout) KeyGroup(id int64) int { return l.UserGroup(id) }
 
-// Groups is the number of groups: 1 + Shards.
-func (l Layout) Groups() int { return 1 + max(l.Shards, 0) }
+// Groups is the number of groups: the metadata group, the directory and
+// the shards, or 1 for the zero Layout.
+func (l Layout) Groups() int {
+	if l.Shards <= 0 {
+		return 1
+	}
+	return 2 + l.Shards
+}
 
 // What each key prefix belongs to.
 var (
 	dirPrefixes = map[string]bool{
 		"login": true, "logingc": true, "user": true, "phone": true, "uname": true,
-		"seq": true, "auth": true, "uauth": true, "secret": true,
+		"seq": true, "auth": true, "uauth": true,
 	}
 	userPrefixes = map[string]bool{
 		"state": true, "upd": true, "msg": true, "hist": true, "rid": true, "dlv": true,
@@ -65,8 +82,10 @@ var (
 func (l Layout) GroupOfKey(k []byte) (int, error) {
 	kind, rest, _ := bytes.Cut(k, []byte{'/'})
 	switch {
+	case string(kind) == "secret":
+		return MetaGroup, nil
 	case dirPrefixes[string(kind)]:
-		return DirGroup, nil
+		return l.DirGroup(), nil
 	case userPrefixes[string(kind)] || string(kind) == "authkey":
 		if len(rest) < 8 {
 			return 0, fmt.Errorf("messaging: key %q names no owner", kind)
@@ -121,8 +140,10 @@ func (l Layout) GroupOf(cmd Command) int {
 		return c.Group
 	case OutboxAck:
 		return c.Group
+	case InitSecrets:
+		return MetaGroup
 	}
 	// The directory's commands: logins, sign-up, authorizations,
-	// profiles, usernames, secrets.
-	return DirGroup
+	// profiles, usernames.
+	return l.DirGroup()
 }

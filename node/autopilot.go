@@ -227,8 +227,8 @@ func (c *clusterNode) observe(ctx context.Context) {
 				continue
 			}
 			c.metrics.leaderChanges.Inc()
-			if g == int(dataGroup) {
-				c.log.Info("data group leader", "leader", string(leader))
+			if g == int(metaGroup) {
+				c.log.Info("metadata group leader", "leader", string(leader))
 			}
 			last[g] = leader
 		}

@@ -25,10 +25,15 @@ import (
 	"github.com/mtnode/mtnode/storage"
 )
 
-// dataGroup is the directory group: logins, users' public records,
-// authorizations and the DC's secrets (see DESIGN.md, "Groups"); groups
-// 1..n hold users' boxes and auth keys by id.
-const dataGroup replication.ShardID = messaging.DirGroup
+// metaGroup is the metadata group: the DC's shared secrets and shard
+// count (see DESIGN.md, "Groups"). Group 1 is the directory; groups
+// 2..n+1 hold users' boxes and auth keys by id.
+const metaGroup replication.ShardID = messaging.MetaGroup
+
+// dirGroup is the directory's group.
+func (c *clusterNode) dirGroup() replication.ShardID {
+	return replication.ShardID(c.layout.DirGroup())
+}
 
 // keyShard is the group that holds auth key id.
 func (c *clusterNode) keyShard(id int64) replication.ShardID {
@@ -62,7 +67,7 @@ type clusterNode struct {
 	groups  []*replication.Group
 	trs     []*raft.NetworkTransport
 	reps    []*messaging.Replicated
-	group   *replication.Group // groups[dataGroup]
+	group   *replication.Group // groups[metaGroup]
 	rep     *messaging.Replicated
 	metrics *clusterMetrics
 	rt      *router
@@ -121,13 +126,13 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 	rc.SnapshotThreshold = uint64(cfg.Cluster.SnapshotEntries)
 	rc.TrailingLogs = uint64(cfg.Cluster.SnapshotEntries)
 	rc.SnapshotInterval = cfg.Cluster.SnapshotInterval.Duration
-	// Group 0 is the directory; groups 1..shards hold users' boxes and
-	// auth keys by id (messaging.Layout). Every group's events are pushed
+	// Group 0 holds the DC's facts, group 1 the directory, groups
+	// 2..shards+1 users' boxes and auth keys by id (messaging.Layout). Every group's events are pushed
 	// by whichever replica leads when they are applied, off raft's FSM
 	// goroutine.
 	c.events = newAsyncNotifier(notify, func() { m.pushFrames.WithLabelValues("dropped").Inc() })
 	c.layout = layoutFor(cfg.Cluster.Shards)
-	for g := 0; g <= cfg.Cluster.Shards; g++ {
+	for g := range c.layout.Groups() {
 		rep := messaging.NewReplicated(c.events)
 		rep.SetLayout(c.layout)
 		wake := make(chan struct{}, 1)
@@ -146,7 +151,7 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 		})
 		c.trs = append(c.trs, tr)
 		grc := rc
-		if g == int(dataGroup) {
+		if g == c.layout.DirGroup() {
 			// Directory reads are served by followers (shardReader), which
 			// learn of a commit from the leader's next append; with no
 			// traffic that comes every CommitTimeout. Keep it short here,
@@ -171,7 +176,7 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 		rep.PushWhenLeader(grp.IsLeader)
 		c.groups, c.reps = append(c.groups, grp), append(c.reps, rep)
 	}
-	c.group, c.rep = c.groups[dataGroup], c.reps[dataGroup]
+	c.group, c.rep = c.groups[metaGroup], c.reps[metaGroup]
 	if c.members, err = cluster.NewMembership(cluster.MembershipConfig{
 		Mesh:      c.mesh,
 		GossipKey: gossipKey,
@@ -350,7 +355,7 @@ func (c *clusterNode) joinLoop(ctx context.Context) {
 
 // configuration is the data group's current raft configuration (empty for
 // a node that never had state).
-func (c *clusterNode) configuration() []raft.Server { return c.configurationOf(dataGroup) }
+func (c *clusterNode) configuration() []raft.Server { return c.configurationOf(metaGroup) }
 
 // configurationOf is group g's configuration as this replica knows it.
 func (c *clusterNode) configurationOf(g replication.ShardID) []raft.Server {
@@ -399,8 +404,8 @@ func (c *clusterNode) bootstrapLoop(ctx context.Context) {
 				err := grp.Bootstrap(servers)
 				switch {
 				case err == nil:
-					if g == int(dataGroup) {
-						c.log.Info("bootstrapped a new data center", "voters", voters, "shards", len(c.groups)-1)
+					if g == int(metaGroup) {
+						c.log.Info("bootstrapped a new data center", "voters", voters, "shards", c.layout.Shards)
 					}
 				case errors.Is(err, raft.ErrCantBootstrap):
 					c.log.Info("raft state exists; not bootstrapping", "shard", g)
@@ -486,7 +491,7 @@ func (c *clusterNode) waitSecrets(ctx context.Context, rt *router) (map[string][
 					fresh = append(fresh, messaging.NamedSecret{Name: n, Value: v})
 				}
 				// Not a secret, but fixed with the DC the same way.
-				fresh = append(fresh, messaging.NamedSecret{Name: "shards", Value: []byte(strconv.Itoa(len(c.groups) - 1))})
+				fresh = append(fresh, messaging.NamedSecret{Name: "shards", Value: []byte(strconv.Itoa(c.layout.Shards))})
 			}
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := c.rep.Propose(pctx, c.group, messaging.InitSecrets{Secrets: fresh}, messaging.Env{Now: time.Now().Unix()})

@@ -38,7 +38,7 @@ func FuzzRPC(f *testing.F) {
 			return
 		}
 		op, body := in[0], in[1:]
-		const groups = 17
+		const groups = 18
 		if c, g, err := parseCall(body, groups); err == nil {
 			if c.Body == nil || len(c.Body.Buf) < 4 || c.Layer < 0 || c.Layer > 10000 || g >= groups {
 				t.Fatalf("accepted call %+v for group %d", c, g)
@@ -53,7 +53,7 @@ func FuzzRPC(f *testing.F) {
 				t.Fatalf("accepted read %+v", q)
 			}
 		}
-		if g, cmd, err := parsePropose(body, layoutFor(groups-1)); err == nil {
+		if g, cmd, err := parsePropose(body, layoutFor(groups-2)); err == nil {
 			if in, ok := cmd.(messaging.Inbox); !ok || in.Group != g || g >= groups {
 				t.Fatalf("accepted proposal %T for group %d", cmd, g)
 			}

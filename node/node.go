@@ -241,7 +241,7 @@ func (n *Node) buildClustered(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if want := strconv.Itoa(len(n.cl.groups) - 1); string(m["shards"]) != want {
+	if want := strconv.Itoa(n.cl.layout.Shards); string(m["shards"]) != want {
 		return fmt.Errorf("cluster.shards = %s, but this data center was formed with %s shards; start every node with its value", want, m["shards"])
 	}
 	k, err := x509.ParsePKCS1PrivateKey(m["rsa_key"])

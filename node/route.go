@@ -487,7 +487,7 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 	case opSecrets:
 		s, ok := r.c.localSecrets()
 		if !ok {
-			return r.notLeader(dataGroup)
+			return r.notLeader(metaGroup)
 		}
 		b, _ := json.Marshal(s)
 		return stOK, b
@@ -633,7 +633,7 @@ func (r *router) toLeader(ctx context.Context, g replication.ShardID, req []byte
 func (r *router) fetchSecrets(ctx context.Context) (map[string][]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	addr := r.leaderOf(ctx, dataGroup)
+	addr := r.leaderOf(ctx, metaGroup)
 	if addr == "" {
 		return nil, errors.New("no leader")
 	}
@@ -787,7 +787,7 @@ func (s replicatedState) Apply(ctx context.Context, cmd messaging.Command, env m
 	}
 	trackOf(ctx).markWrote()
 	a, err := s.c.applyFull(ctx, replication.ShardID(g), cmd, env)
-	if err == nil && g == messaging.DirGroup && len(a.Outbox) > 0 {
+	if err == nil && g == s.c.layout.DirGroup() && len(a.Outbox) > 0 {
 		// A directory command's steps (an authorization's entry in its
 		// user's group) are carried before the client hears of it, so the
 		// user's group pushes to a device as soon as it has signed in.

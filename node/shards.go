@@ -183,7 +183,7 @@ func (r *shardReader) local(g int) *storage.Txn {
 	case t != nil && t.follower && t.caughtUp == g:
 	case grp.IsLeader():
 		t.markLed(g)
-	case g == messaging.DirGroup && r.c.inGroupOf(replication.ShardID(g)):
+	case g == r.c.layout.DirGroup() && r.c.inGroupOf(replication.ShardID(g)):
 		r.follower[g] = true
 	default:
 		r.snaps[g] = nil
@@ -413,13 +413,13 @@ var dirMethods = map[uint32]bool{
 func (r *router) homeOf(ctx context.Context, call *protocol.Call) replication.ShardID {
 	id, err := call.Body.PeekID()
 	if err != nil || dirMethods[id] || call.PermKeyID == 0 {
-		return dataGroup
+		return r.c.dirGroup()
 	}
 	sr := r.c.newShardReader(ctx)
 	defer sr.close()
 	a, ok, err := messaging.GetAuthorization(sr, call.PermKeyID)
 	if err != nil || !ok {
-		return dataGroup
+		return r.c.dirGroup()
 	}
 	return replication.ShardID(r.c.layout.UserGroup(a.UserID))
 }

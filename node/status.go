@@ -28,8 +28,8 @@ type NodeStatus struct {
 	Version    string `json:"version"`
 	Leaving    bool   `json:"leaving,omitempty"`
 	Health     int    `json:"gossip_health"`
-	// Group is the data group (shard 0); Groups lists every group, the
-	// data group first, then the auth key shards.
+	// Group is the metadata group (group 0); Groups lists every group:
+	// the metadata group, the directory (group 1), then the shards.
 	Group  GroupStatus   `json:"group"`
 	Groups []GroupStatus `json:"groups"`
 	// Leads counts the groups this node leads.
@@ -74,7 +74,7 @@ func (c *clusterNode) status() NodeStatus {
 		Version:    Version,
 		Leaving:    leaving,
 		Health:     c.members.Health(),
-		Group:      groups[dataGroup],
+		Group:      groups[metaGroup],
 		Groups:     groups,
 		Leads:      leads,
 	}

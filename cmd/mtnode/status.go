@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mtnode/mtnode/messaging"
 	"github.com/mtnode/mtnode/node"
 )
 
@@ -50,28 +51,41 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// groupHolds names what group g of n holds (messaging.Layout).
+func groupHolds(g uint32, n int) string {
+	switch {
+	case n == 1:
+		return "everything"
+	case g == messaging.MetaGroup:
+		return "metadata"
+	case g == 1:
+		return "directory"
+	}
+	return "users"
+}
+
 func printStatus(w io.Writer, st node.ClusterStatus) {
 	s := st.Self
 	fmt.Fprintf(w, "node %s  dc %d  mesh %s  clients %s  version %s  gossip health %d\n",
 		s.ID, s.DC, s.MeshAddr, s.ClientAddr, s.Version, s.Health)
 	g := s.Group
-	fmt.Fprintf(w, "directory (group %d): leader %s, voters %s", g.Shard, orNone(g.Leader), strings.Join(g.Voters, " "))
+	fmt.Fprintf(w, "metadata (group %d): leader %s, voters %s", g.Shard, orNone(g.Leader), strings.Join(g.Voters, " "))
 	if len(g.NonVoters) > 0 {
 		fmt.Fprintf(w, ", staging %s", strings.Join(g.NonVoters, " "))
 	}
 	fmt.Fprintf(w, ", commit index %d\n", g.CommitIndex)
-	if len(s.Groups) > 1 {
-		fmt.Fprintf(w, "shards (users' boxes and auth keys): %d\n", len(s.Groups)-1)
+	if len(s.Groups) > 2 {
+		fmt.Fprintf(w, "directory (group 1); shards (users' boxes and auth keys): %d\n", len(s.Groups)-2)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tLEADER\tVOTERS\tSTAGING\tCOMMIT\tAPPLIED HERE\tOUTBOX")
+	fmt.Fprintln(tw, "GROUP\tHOLDS\tLEADER\tVOTERS\tSTAGING\tCOMMIT\tAPPLIED HERE\tOUTBOX")
 	for _, gs := range s.Groups {
 		outbox := 0
 		for _, n := range gs.Outbox {
 			outbox += n
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\n", gs.Shard, orNone(gs.Leader), strings.Join(gs.Voters, ","),
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", gs.Shard, groupHolds(gs.Shard, len(s.Groups)), orNone(gs.Leader), strings.Join(gs.Voters, ","),
 			orDash(strings.Join(gs.NonVoters, ",")), gs.CommitIndex, gs.AppliedIndex, outbox)
 	}
 	tw.Flush()

@@ -144,7 +144,7 @@ type groupStatus struct {
 	Self struct {
 		ID string `json:"id"`
 		// Groups is every raft group as this node sees it, index = group
-		// number (0 the directory, 1.. the users' boxes).
+		// number (0 the metadata group, 1 the directory, 2.. the users' boxes).
 		Groups []raftGroupStatus `json:"groups"`
 		// Leads counts the groups this node leads.
 		Leads int `json:"leads"`

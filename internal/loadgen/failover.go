@@ -19,7 +19,8 @@ import (
 
 // FailoverReport is the failover scenario: a 3-node child DC under a
 // steady chat load; each round finds the node that leads the most raft
-// groups (the directory, group 0, and the users' boxes, groups 1..16),
+// groups (the metadata group 0, the directory, group 1, and the users'
+// boxes, groups 2..17),
 // kills it with SIGKILL, measures until every group it led has a leader
 // on another node and until every user on a surviving node has had a send
 // begun after the kill acknowledged, then restarts the killed node on its
