@@ -114,6 +114,31 @@ type Config struct {
 	// Cluster makes the node a member of a multi-node data center. Without
 	// SecretsDir the node is standalone: the embedded one-node default.
 	Cluster Cluster `toml:"cluster"`
+	// Federation says where phone numbers are homed when DCs federate.
+	Federation Federation `toml:"federation"`
+	// Routing says how calls for another DC are handled.
+	Routing Routing `toml:"routing"`
+}
+
+// Federation configures how the DCs of a federation share users. Every
+// node of every DC must have the same values: a number's home DC must be
+// the same wherever it signs up, or it could sign up twice.
+type Federation struct {
+	// PhoneDCs maps phone number prefixes (digits, country code first) to
+	// home DCs, comma-separated "prefix:dc" pairs; the longest matching
+	// prefix wins. Test numbers 99966XYYYY are homed in DC X whatever
+	// this says.
+	PhoneDCs string `toml:"phone_dcs"`
+	// DefaultDC homes a number no prefix matches.
+	DefaultDC int `toml:"default_dc"`
+}
+
+// Routing configures calls that belong to another DC.
+type Routing struct {
+	// Assist makes the node carry a call that belongs to another DC there
+	// itself and answer as if local, instead of answering PHONE_MIGRATE_X
+	// or USER_MIGRATE_X, for clients that can reach only this DC.
+	Assist bool `toml:"assist"`
 }
 
 // Cluster configures membership of a data center of identical nodes.
@@ -137,6 +162,15 @@ type Cluster struct {
 	// RetryJoin is like Join but keeps retrying in the background until one
 	// member answers, so all nodes can share one config listing them all.
 	RetryJoin string `toml:"retry_join"`
+	// JoinWAN lists mesh addresses of nodes of other DCs, comma-separated:
+	// this DC joins their federation (the WAN pool) and, when it forms,
+	// adopts the federation's shared secrets. Retried in the background;
+	// a restarted node also rejoins the WAN members it last knew.
+	JoinWAN string `toml:"join_wan"`
+	// FaultInjection enables POST /debug/faults on the HTTP listener,
+	// which drops or delays mesh traffic to chosen peers (tests and WAN
+	// benchmarks only; see cluster.ParseFaultRules).
+	FaultInjection bool `toml:"fault_injection"`
 	// BootstrapExpect forms a new data center once this many nodes
 	// (counting this one) see each other; 0 joins an existing one. Refused
 	// by raft once the node has state, so restarts with it are safe.
@@ -303,6 +337,7 @@ func Default() Config {
 			SnapshotEntries:   16384,
 			SnapshotInterval:  Duration{2 * time.Minute},
 		},
+		Federation: Federation{DefaultDC: 1},
 	}
 }
 
@@ -391,7 +426,7 @@ func parseLevel(s string) (slog.Level, bool) {
 // the completeness test are all derived from it.
 type field struct {
 	key   string
-	ptr   func(*Config) any // *string, *int or *Duration
+	ptr   func(*Config) any // *string, *int, *bool or *Duration
 	check func(*Config) string
 }
 
@@ -486,6 +521,18 @@ func fields() []field {
 		{"cluster.retry_join", func(c *Config) any { return &c.Cluster.RetryJoin }, func(c *Config) string {
 			return checkJoin(c, c.Cluster.RetryJoin)
 		}},
+		{"cluster.join_wan", func(c *Config) any { return &c.Cluster.JoinWAN }, func(c *Config) string {
+			if c.Cluster.JoinWAN != "" && !c.Clustered() {
+				return "needs cluster.secrets_dir"
+			}
+			return ""
+		}},
+		{"cluster.fault_injection", func(c *Config) any { return &c.Cluster.FaultInjection }, func(c *Config) string {
+			if c.Cluster.FaultInjection && !c.Clustered() {
+				return "needs cluster.secrets_dir"
+			}
+			return ""
+		}},
 		{"cluster.bootstrap_expect", func(c *Config) any { return &c.Cluster.BootstrapExpect }, func(c *Config) string {
 			if c.Cluster.BootstrapExpect != 0 && !c.Clustered() {
 				return "needs cluster.secrets_dir"
@@ -510,6 +557,16 @@ func fields() []field {
 		{"cluster.snapshot_interval", func(c *Config) any { return &c.Cluster.SnapshotInterval }, func(c *Config) string {
 			return checkDurationRange(c.Cluster.SnapshotInterval.Duration, minSnapEvery, maxSnapEvery)
 		}},
+		{"federation.phone_dcs", func(c *Config) any { return &c.Federation.PhoneDCs }, func(c *Config) string {
+			if _, err := ParsePhoneDCs(c.Federation.PhoneDCs); err != nil {
+				return err.Error()
+			}
+			return ""
+		}},
+		{"federation.default_dc", func(c *Config) any { return &c.Federation.DefaultDC }, func(c *Config) string {
+			return checkIntRange(c.Federation.DefaultDC, minDC, maxDC)
+		}},
+		{"routing.assist", func(c *Config) any { return &c.Routing.Assist }, func(c *Config) string { return "" }},
 	}
 }
 
@@ -654,6 +711,8 @@ func formatValue(p any) string {
 		return strconv.Itoa(*v)
 	case *Duration:
 		return strconv.Quote(v.Duration.String())
+	case *bool:
+		return strconv.FormatBool(*v)
 	}
 	return fmt.Sprint(p)
 }
@@ -674,8 +733,50 @@ func setFromText(p any, s string) string {
 		if err := v.Set(s); err != nil {
 			return "not a duration like \"30s\""
 		}
+	case *bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return "not true or false"
+		}
+		*v = b
 	default:
 		return fmt.Sprintf("unsupported field type %T", p)
 	}
 	return ""
+}
+
+// MaxPhoneDCs bounds the prefix table of federation.phone_dcs.
+const MaxPhoneDCs = 1024
+
+// PhoneDC is one entry of federation.phone_dcs: numbers starting with
+// Prefix are homed in DC.
+type PhoneDC struct {
+	Prefix string
+	DC     int
+}
+
+// ParsePhoneDCs parses federation.phone_dcs ("1:1,44:2"): comma-separated
+// "prefix:dc" pairs, prefixes of 1..15 digits, each at most once.
+func ParsePhoneDCs(s string) ([]PhoneDC, error) {
+	var out []PhoneDC
+	seen := map[string]bool{}
+	for _, p := range SplitAddrs(s) {
+		prefix, dc, ok := strings.Cut(p, ":")
+		n, err := strconv.Atoi(dc)
+		if !ok || err != nil || n < minDC || n > maxDC {
+			return nil, fmt.Errorf("%q is not prefix:dc with a dc in %d..%d", p, minDC, maxDC)
+		}
+		if len(prefix) == 0 || len(prefix) > 15 || strings.Trim(prefix, "0123456789") != "" {
+			return nil, fmt.Errorf("prefix %q is not 1..15 digits", prefix)
+		}
+		if seen[prefix] {
+			return nil, fmt.Errorf("prefix %q given twice", prefix)
+		}
+		if len(out) == MaxPhoneDCs {
+			return nil, fmt.Errorf("more than %d prefixes", MaxPhoneDCs)
+		}
+		seen[prefix] = true
+		out = append(out, PhoneDC{Prefix: prefix, DC: n})
+	}
+	return out, nil
 }

@@ -205,6 +205,11 @@ func TestEveryKeyFromEveryLayer(t *testing.T) {
 		"cluster.dead_grace":         {"1h", `"1h"`, func(c *Config) bool { return c.Cluster.DeadGrace.Duration == time.Hour }},
 		"cluster.snapshot_entries":   {"64", `64`, func(c *Config) bool { return c.Cluster.SnapshotEntries == 64 }},
 		"cluster.snapshot_interval":  {"1s", `"1s"`, func(c *Config) bool { return c.Cluster.SnapshotInterval.Duration == time.Second }},
+		"cluster.join_wan":           {"", `""`, func(c *Config) bool { return c.Cluster.JoinWAN == "" }},
+		"cluster.fault_injection":    {"false", `false`, func(c *Config) bool { return !c.Cluster.FaultInjection }},
+		"federation.phone_dcs":       {"1:1,44:2", `"1:1,44:2"`, func(c *Config) bool { return c.Federation.PhoneDCs == "1:1,44:2" }},
+		"federation.default_dc":      {"3", `3`, func(c *Config) bool { return c.Federation.DefaultDC == 3 }},
+		"routing.assist":             {"true", `true`, func(c *Config) bool { return c.Routing.Assist }},
 	}
 	flagFor := map[string]string{}
 	for _, b := range flagBindings() {
@@ -544,7 +549,7 @@ func TestRegisterFlags(t *testing.T) {
 	RegisterFlags(fset)
 	var names []string
 	fset.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	want := []string{"bootstrap-expect", "client-addr", "cluster", "config", "data-dir", "dc", "http-addr", "join", "log-format", "log-level", "mesh-addr", "node-id", "public-addr"}
+	want := []string{"bootstrap-expect", "client-addr", "cluster", "config", "data-dir", "dc", "http-addr", "join", "join-wan", "log-format", "log-level", "mesh-addr", "node-id", "public-addr"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("flags %v, want %v", names, want)
 	}

@@ -79,6 +79,7 @@ func flagBindings() []flagBinding {
 		{"mesh-addr", "cluster.mesh_addr", "QUIC mesh UDP listen `host:port`"},
 		{"join", "cluster.join", "comma-separated mesh `addresses` of members to join"},
 		{"bootstrap-expect", "cluster.bootstrap_expect", "form a new data center once this many `nodes` see each other"},
+		{"join-wan", "cluster.join_wan", "comma-separated mesh `addresses` of nodes of other DCs: join their federation"},
 	}
 }
 
@@ -247,6 +248,8 @@ func rawValue(p any) string {
 		return strconv.Itoa(*v)
 	case *Duration:
 		return v.Duration.String()
+	case *bool:
+		return strconv.FormatBool(*v)
 	}
 	return fmt.Sprint(p)
 }
@@ -390,6 +393,8 @@ func wantType(p any) string {
 		return "must be an integer"
 	case *Duration:
 		return "must be a duration string like \"30s\""
+	case *bool:
+		return "must be true or false"
 	}
 	return "has the wrong type"
 }
