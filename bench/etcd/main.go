@@ -8,6 +8,10 @@
 // concurrent workers. With --endpoints it drives an existing cluster
 // instead.
 //
+// When it spawned the members it also measures CPU: the time the member
+// processes and etcdbench itself spent on a CPU during the measured window,
+// per put and as cores kept busy.
+//
 // Every loop is bounded both in time (--warmup + --duration, plus a per-put
 // timeout) and in count (--max-ops).
 package main
@@ -75,6 +79,20 @@ type result struct {
 	GOMAXPROCS    int     `json:"gomaxprocs"`
 	NumCPU        int     `json:"num_cpu"`
 	ClientVersion string  `json:"client_version"`
+
+	// *cpuCost is nil, and its fields absent from the JSON, when CPU was
+	// not measured; cpuNote then says why.
+	*cpuCost
+	cpuNote string
+}
+
+// cpuCost is the CPU spent during the measured window.
+type cpuCost struct {
+	EtcdCPUSec        float64 `json:"etcd_cpu_s"`            // sum over the members
+	ClientCPUSec      float64 `json:"client_cpu_s"`          // etcdbench itself, all goroutines and the Go runtime
+	EtcdCPUUsPerPut   float64 `json:"etcd_cpu_us_per_put"`   // EtcdCPUSec / puts
+	ClientCPUUsPerPut float64 `json:"client_cpu_us_per_put"` // ClientCPUSec / puts
+	EtcdCoresBusy     float64 `json:"etcd_cores_busy"`       // EtcdCPUSec / elapsed_s
 }
 
 // clientVersion is the etcd Go client pinned in go.mod.
@@ -148,7 +166,9 @@ func run(ctx context.Context, o options) error {
 	}
 
 	var endpoints []string
+	var meter *cpuMeter
 	if o.endpoints != "" {
+		res.cpuNote = "external cluster"
 		for _, e := range strings.Split(o.endpoints, ",") {
 			if e = strings.TrimSpace(e); e != "" {
 				endpoints = append(endpoints, e)
@@ -174,6 +194,14 @@ func run(ctx context.Context, o options) error {
 		res.DataFS = fsType(c.dir)
 		if res.DataFS == "tmpfs" {
 			fmt.Fprintln(os.Stderr, "etcdbench: warning: data dir is on tmpfs; fsync costs nothing there")
+		}
+		pids := make([]int, len(c.procs))
+		for i, p := range c.procs {
+			pids[i] = p.Process.Pid
+		}
+		if meter, err = newCPUMeter(pids); err != nil {
+			res.cpuNote = err.Error()
+			fmt.Fprintln(os.Stderr, "etcdbench: warning: CPU not measured:", err)
 		}
 	}
 	res.Endpoints = strings.Join(endpoints, ",")
@@ -205,7 +233,7 @@ func run(ctx context.Context, o options) error {
 	res.EtcdVersion = version
 	res.Members = members
 
-	if err := drive(ctx, o, clients, &res); err != nil {
+	if err := drive(ctx, o, clients, meter, &res); err != nil {
 		return err
 	}
 
@@ -217,10 +245,19 @@ func run(ctx context.Context, o options) error {
 	if res.CappedByOps {
 		capped = " (stopped early: --max-ops reached)"
 	}
-	fmt.Printf("etcd %s, %d members (%s): concurrency=%d conns=%d value=%dB: %.0f puts/s (%d puts in %.2fs, %d errors), p50=%.2fms p99=%.2fms max=%.2fms%s\n",
+	fmt.Printf("etcd %s, %d members (%s): concurrency=%d conns=%d value=%dB: %.0f puts/s (%d puts in %.2fs, %d errors), p50=%.2fms p99=%.2fms max=%.2fms, %s%s\n",
 		res.EtcdVersion, res.Members, where(res), res.Concurrency, res.Conns, res.ValueSize,
-		res.PutsPerSec, res.Puts, res.ElapsedSec, res.Errors, res.P50Ms, res.P99Ms, res.MaxMs, capped)
+		res.PutsPerSec, res.Puts, res.ElapsedSec, res.Errors, res.P50Ms, res.P99Ms, res.MaxMs, cpuText(res), capped)
 	return nil
+}
+
+func cpuText(r result) string {
+	c := r.cpuCost
+	if c == nil {
+		return "CPU not measured (" + r.cpuNote + ")"
+	}
+	return fmt.Sprintf("CPU per put: etcd %.1fus, client %.1fus (etcd %.2fs = %.2f cores busy, client %.2fs)",
+		c.EtcdCPUUsPerPut, c.ClientCPUUsPerPut, c.EtcdCPUSec, c.EtcdCoresBusy, c.ClientCPUSec)
 }
 
 func where(r result) string {
@@ -234,9 +271,13 @@ func where(r result) string {
 	}
 }
 
-// drive runs the workers: warm-up, then the measured window. A put counts
-// toward the result if it completed successfully inside the window.
-func drive(ctx context.Context, o options, clients []*clientv3.Client, res *result) error {
+// drive runs the workers: warm-up, then the measured window. The window is
+// bounded by two snapshots, taken when the warm-up ends and when the
+// duration is up (or, if --max-ops runs out first, when the last worker
+// stops); each reads the CPU counters when meter is not nil. A put counts
+// toward the result if it completed successfully between the two
+// snapshots, so the puts and the CPU cover the same interval.
+func drive(ctx context.Context, o options, clients []*clientv3.Client, meter *cpuMeter, res *result) error {
 	value := make([]byte, o.valueSize)
 	if _, err := rand.Read(value); err != nil {
 		return err
@@ -251,21 +292,24 @@ func drive(ctx context.Context, o options, clients []*clientv3.Client, res *resu
 	start := time.Now()
 	windowStart := start.Add(o.warmup)
 	deadline := windowStart.Add(o.duration)
-	runCtx, cancel := context.WithDeadline(ctx, deadline)
+	// Only the end snapshot (or ctx) stops the workers, so the load runs
+	// until the CPU counters have been read.
+	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	type workerOut struct {
-		lat     []time.Duration
-		lastEnd time.Time
-	}
-	outs := make([]workerOut, o.concurrency)
+	// completion is a successful put: when it completed (since start) and
+	// how long it took.
+	type completion struct{ at, lat time.Duration }
+	// Puts that complete before windowStart are never counted: the start
+	// snapshot is taken at windowStart or later.
+	recordFrom := windowStart.Sub(start)
+	outs := make([][]completion, o.concurrency)
 	var wg sync.WaitGroup
 	for w := 0; w < o.concurrency; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
 			cli := clients[w%len(clients)]
-			out := &outs[w]
 			for runCtx.Err() == nil {
 				n := issued.Add(1)
 				if n > o.maxOps {
@@ -285,30 +329,37 @@ func drive(ctx context.Context, o options, clients []*clientv3.Client, res *resu
 					firstErr.CompareAndSwap(nil, err)
 					continue
 				}
-				if !t1.Before(windowStart) && t1.Before(deadline) {
-					out.lat = append(out.lat, t1.Sub(t0))
-					out.lastEnd = t1
+				if at := t1.Sub(start); at >= recordFrom {
+					outs[w] = append(outs[w], completion{at: at, lat: t1.Sub(t0)})
 				}
 			}
 		}(w)
 	}
-	wg.Wait()
+	workersDone := make(chan struct{})
+	go func() { wg.Wait(); close(workersDone) }()
+
+	first, ok := snapshotAt(ctx, windowStart, workersDone, false, meter)
+	var last snapshot
+	if ok {
+		last, ok = snapshotAt(ctx, deadline, workersDone, true, meter)
+	}
+	cancel()
+	<-workersDone
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("interrupted: %w", err)
 	}
 
-	end := deadline
 	res.CappedByOps = issued.Load() > o.maxOps
 	var all []time.Duration
-	var lastEnd time.Time
-	for _, out := range outs {
-		all = append(all, out.lat...)
-		if out.lastEnd.After(lastEnd) {
-			lastEnd = out.lastEnd
+	if ok {
+		from, to := first.at.Sub(start), last.at.Sub(start)
+		for _, out := range outs {
+			for _, c := range out {
+				if c.at >= from && c.at < to {
+					all = append(all, c.lat)
+				}
+			}
 		}
-	}
-	if res.CappedByOps && lastEnd.Before(end) {
-		end = lastEnd
 	}
 	res.Errors = errCount.Load()
 	if len(all) == 0 {
@@ -322,14 +373,118 @@ func drive(ctx context.Context, o options, clients []*clientv3.Client, res *resu
 	}
 
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	elapsed := end.Sub(windowStart)
+	elapsed := last.at.Sub(first.at)
+	puts := float64(len(all))
 	res.Puts = int64(len(all))
 	res.ElapsedSec = elapsed.Seconds()
-	res.PutsPerSec = float64(len(all)) / elapsed.Seconds()
+	res.PutsPerSec = puts / elapsed.Seconds()
 	res.P50Ms = ms(percentile(all, 0.50))
 	res.P99Ms = ms(percentile(all, 0.99))
 	res.MaxMs = ms(all[len(all)-1])
+
+	if meter != nil {
+		if err := errors.Join(first.err, last.err); err != nil {
+			res.cpuNote = err.Error()
+			fmt.Fprintln(os.Stderr, "etcdbench: warning: CPU not measured:", err)
+			return nil
+		}
+		etcd := (last.cpu.etcd - first.cpu.etcd).Seconds()
+		client := (last.cpu.client - first.cpu.client).Seconds()
+		res.cpuCost = &cpuCost{
+			EtcdCPUSec:        etcd,
+			ClientCPUSec:      client,
+			EtcdCPUUsPerPut:   etcd * 1e6 / puts,
+			ClientCPUUsPerPut: client * 1e6 / puts,
+			EtcdCoresBusy:     etcd / elapsed.Seconds(),
+		}
+	}
 	return nil
+}
+
+// snapshot is one edge of the measured window.
+type snapshot struct {
+	at  time.Time
+	cpu cpuReading
+	err error // reading the CPU counters failed
+}
+
+// snapshotAt waits until t and takes a snapshot. If the workers all stop
+// before t, it takes the snapshot at once when early is set, and otherwise
+// reports false (no puts can complete after that, so there is no window to
+// start). It also reports false if ctx ends.
+func snapshotAt(ctx context.Context, t time.Time, workersDone <-chan struct{}, early bool, meter *cpuMeter) (snapshot, bool) {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return snapshot{}, false
+	case <-timer.C:
+	case <-workersDone:
+		if !early {
+			return snapshot{}, false
+		}
+	}
+	return takeSnapshot(meter), true
+}
+
+// takeSnapshot reads the CPU counters (if meter is not nil) and stamps the
+// snapshot with the middle of the read, which takes well under a
+// millisecond: far less than the 10ms resolution of /proc CPU times.
+func takeSnapshot(meter *cpuMeter) snapshot {
+	var s snapshot
+	t0 := time.Now()
+	if meter != nil {
+		s.cpu, s.err = meter.read()
+	}
+	s.at = t0.Add(time.Since(t0) / 2)
+	return s
+}
+
+// cpuMeter reads the CPU time consumed so far by the etcd members and by
+// etcdbench itself.
+type cpuMeter struct {
+	pids []int
+	hz   int64 // clock ticks per second, the unit of /proc/<pid>/stat times
+}
+
+// newCPUMeter returns a meter for the given member processes after checking
+// that their counters can be read.
+func newCPUMeter(pids []int) (*cpuMeter, error) {
+	hz, err := clockTicksPerSec()
+	if err != nil {
+		return nil, fmt.Errorf("clock tick: %w", err)
+	}
+	m := &cpuMeter{pids: pids, hz: hz}
+	if _, err := m.read(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// cpuReading is the CPU time (user + system, all threads) consumed since
+// each process started.
+type cpuReading struct {
+	etcd   time.Duration // sum over the members
+	client time.Duration // etcdbench
+}
+
+func (m *cpuMeter) read() (cpuReading, error) {
+	var r cpuReading
+	var ticks int64
+	for _, pid := range m.pids {
+		t, err := procCPUTicks(pid)
+		if err != nil {
+			return cpuReading{}, fmt.Errorf("read CPU of etcd member pid %d: %w", pid, err)
+		}
+		ticks += t
+	}
+	r.etcd = time.Duration(ticks/m.hz)*time.Second + time.Duration(ticks%m.hz)*time.Second/time.Duration(m.hz)
+	self, err := selfCPU()
+	if err != nil {
+		return cpuReading{}, fmt.Errorf("read own CPU: %w", err)
+	}
+	r.client = self
+	return r, nil
 }
 
 // percentile returns the nearest-rank percentile of sorted durations.
