@@ -47,6 +47,12 @@ type Options struct {
 	CodeLength int
 	// CodeTTL is how long a login code works (default 5 minutes).
 	CodeTTL time.Duration
+	// DCOptions lists every DC's client addresses for help.getConfig; nil
+	// lists this node's own address only.
+	DCOptions func() []tg.DCOption
+	// PhoneHome returns a normalized number's home DC; nil homes every
+	// number in this DC.
+	PhoneHome func(phone string) int
 }
 
 // State is the messaging state the API reads and changes.

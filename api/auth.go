@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/gotd/td/tg"
 	"github.com/gotd/td/tgerr"
@@ -88,6 +89,22 @@ func (s *Service) device(ctx context.Context) messaging.Device {
 	return messaging.Device{Model: c.DeviceModel, System: c.SystemVersion, App: c.AppVersion, APIID: c.APIID}
 }
 
+// homePhone normalizes a number a login method names, and answers
+// PHONE_MIGRATE_X when the number's home is DC X, not this one: an account
+// lives in one DC, and its sign-up and sign-in happen there.
+func (s *Service) homePhone(raw string) (string, error) {
+	phone, ok := messaging.NormalizePhone(raw)
+	if !ok {
+		return "", errPhoneNumberInvalid
+	}
+	if s.opts.PhoneHome != nil {
+		if home := s.opts.PhoneHome(phone); home != s.opts.DC {
+			return "", tgerr.New(303, fmt.Sprintf("PHONE_MIGRATE_%d", home))
+		}
+	}
+	return phone, nil
+}
+
 // permKey is the permanent key an authorization hangs off; a temporary key
 // not bound yet cannot sign in.
 func permKey(ctx context.Context) (int64, error) {
@@ -112,9 +129,9 @@ func (s *Service) authResendCode(ctx context.Context, req *tg.AuthResendCodeRequ
 // sendCode issues a code and hands it to the code sender after the command
 // committed; test numbers need no delivery.
 func (s *Service) sendCode(ctx context.Context, method, rawPhone, resend string) (tg.AuthSentCodeClass, error) {
-	phone, ok := messaging.NormalizePhone(rawPhone)
-	if !ok {
-		return nil, errPhoneNumberInvalid
+	phone, err := s.homePhone(rawPhone)
+	if err != nil {
+		return nil, err
 	}
 	res, err := s.applyCommand(ctx, method, messaging.SendCode{
 		Phone:       phone,
@@ -144,9 +161,9 @@ func (s *Service) sendCode(ctx context.Context, method, rawPhone, resend string)
 }
 
 func (s *Service) authCancelCode(ctx context.Context, req *tg.AuthCancelCodeRequest) (bool, error) {
-	phone, ok := messaging.NormalizePhone(req.PhoneNumber)
-	if !ok {
-		return false, errPhoneNumberInvalid
+	phone, err := s.homePhone(req.PhoneNumber)
+	if err != nil {
+		return false, err
 	}
 	if req.PhoneCodeHash == "" {
 		return false, errPhoneCodeHashEmpty
@@ -158,9 +175,9 @@ func (s *Service) authCancelCode(ctx context.Context, req *tg.AuthCancelCodeRequ
 }
 
 func (s *Service) authSignIn(ctx context.Context, req *tg.AuthSignInRequest) (tg.AuthAuthorizationClass, error) {
-	phone, ok := messaging.NormalizePhone(req.PhoneNumber)
-	if !ok {
-		return nil, errPhoneNumberInvalid
+	phone, err := s.homePhone(req.PhoneNumber)
+	if err != nil {
+		return nil, err
 	}
 	if req.PhoneCodeHash == "" {
 		return nil, errPhoneCodeHashEmpty
@@ -183,9 +200,9 @@ func (s *Service) authSignIn(ctx context.Context, req *tg.AuthSignInRequest) (tg
 }
 
 func (s *Service) authSignUp(ctx context.Context, req *tg.AuthSignUpRequest) (tg.AuthAuthorizationClass, error) {
-	phone, ok := messaging.NormalizePhone(req.PhoneNumber)
-	if !ok {
-		return nil, errPhoneNumberInvalid
+	phone, err := s.homePhone(req.PhoneNumber)
+	if err != nil {
+		return nil, err
 	}
 	if req.PhoneCodeHash == "" {
 		return nil, errPhoneCodeHashEmpty

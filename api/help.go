@@ -30,18 +30,12 @@ func (s *Service) registerHelp() {
 
 func (s *Service) helpGetConfig(ctx context.Context) (*tg.Config, error) {
 	now := int(s.opts.Now().Unix())
-	ip, port := s.opts.PublicAddr()
 	return &tg.Config{
-		Date:     now,
-		Expires:  now + configTTL,
-		ThisDC:   s.opts.DC,
-		TestMode: false,
-		DCOptions: []tg.DCOption{{
-			ID:        s.opts.DC,
-			IPAddress: ip,
-			Port:      port,
-			Static:    true,
-		}},
+		Date:                    now,
+		Expires:                 now + configTTL,
+		ThisDC:                  s.opts.DC,
+		TestMode:                false,
+		DCOptions:               s.dcOptions(),
 		DCTxtDomainName:         "",
 		ChatSizeMax:             ChatSizeMax,
 		MegagroupSizeMax:        MegagroupSizeMax,
@@ -69,6 +63,25 @@ func (s *Service) helpGetConfig(ctx context.Context) (*tg.Config, error) {
 		MessageLengthMax:        MessageLengthMax,
 		WebfileDCID:             s.opts.DC,
 	}, nil
+}
+
+// dcOptions lists where clients reach each DC: every DC of the federation
+// when the node knows them, else this node. This node's own address comes
+// first among its DC's, so a client that follows the list stays here.
+func (s *Service) dcOptions() []tg.DCOption {
+	ip, port := s.opts.PublicAddr()
+	self := tg.DCOption{ID: s.opts.DC, IPAddress: ip, Port: port, Static: true}
+	out := []tg.DCOption{self}
+	if s.opts.DCOptions == nil {
+		return out
+	}
+	for _, o := range s.opts.DCOptions() {
+		if o.ID == self.ID && o.IPAddress == self.IPAddress && o.Port == self.Port && !o.Ipv6 {
+			continue
+		}
+		out = append(out, o)
+	}
+	return out
 }
 
 func (s *Service) helpGetNearestDC(ctx context.Context) (*tg.NearestDC, error) {

@@ -31,6 +31,10 @@ type dcHarness struct {
 	t       *testing.T
 	secrets string
 	config  string
+	// prefix starts every node ID (node IDs are unique federation-wide);
+	// extra is appended to every start's arguments.
+	prefix string
+	extra  []string
 	wrap    [][]string // per node: command prefix (network namespace)
 	dirs    []string
 	mesh    []string
@@ -54,10 +58,18 @@ func freeAddr(t *testing.T, network string) string {
 // toml (appended to the [cluster] table), without starting anything.
 func newDC(t *testing.T, toml string) *dcHarness {
 	t.Helper()
-	d := &dcHarness{t: t, secrets: filepath.Join(t.TempDir(), "secrets")}
-	if r := runCmd(t, 30*time.Second, "keygen", "--out", d.secrets); r.code != 0 {
+	secrets := filepath.Join(t.TempDir(), "secrets")
+	if r := runCmd(t, 30*time.Second, "keygen", "--out", secrets); r.code != 0 {
 		t.Fatalf("mtnode keygen: %s", r)
 	}
+	return newDCWith(t, secrets, toml)
+}
+
+// newDCWith is newDC with the cluster secrets of secrets, made before
+// (the DCs of a federation share them).
+func newDCWith(t *testing.T, secrets, toml string) *dcHarness {
+	t.Helper()
+	d := &dcHarness{t: t, secrets: secrets}
 	d.config = filepath.Join(t.TempDir(), "mtnode.toml")
 	doc := fmt.Sprintf("[auth]\ntest_numbers = \"on\"\n[cluster]\nsecrets_dir = %q\n%s", d.secrets, toml)
 	if err := os.WriteFile(d.config, []byte(doc), 0o644); err != nil {
@@ -86,7 +98,7 @@ func (d *dcHarness) launch(i int, extra ...string) *node {
 	return launchNodeIn(d.t, d.wrap[i], d.dirs[i], d.args(i, extra...)...)
 }
 
-func (d *dcHarness) id(i int) string { return fmt.Sprintf("n%d", i+1) }
+func (d *dcHarness) id(i int) string { return fmt.Sprintf("%sn%d", d.prefix, i+1) }
 
 func (d *dcHarness) args(i int, extra ...string) []string {
 	return append([]string{
@@ -95,7 +107,7 @@ func (d *dcHarness) args(i int, extra ...string) []string {
 		"--mesh-addr", d.mesh[i],
 		"--client-addr", d.client[i],
 		"--http-addr", d.http[i],
-	}, extra...)
+	}, append(slices.Clone(d.extra), extra...)...)
 }
 
 // form starts n fresh nodes with --bootstrap-expect n, each told to join

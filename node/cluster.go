@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -58,6 +59,11 @@ type clusterNode struct {
 	db      *storage.DB
 	mesh    *cluster.Mesh
 	members *cluster.Membership
+	fed     *federation // the WAN pool and the DC table
+	// faults programs the mesh socket's fault injector, faultConn; both
+	// nil unless cluster.fault_injection.
+	faults    *cluster.Faults
+	faultConn net.PacketConn
 	layout  messaging.Layout
 	// pumpWake[g] wakes group g's outbox pump; pumps[g] is its state.
 	pumpWake []chan struct{}
@@ -116,9 +122,24 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 	if err != nil {
 		return nil, fmt.Errorf("cluster.secrets_dir: %w", err)
 	}
-	if c.mesh, err = cluster.NewMesh(cluster.MeshConfig{
-		ID: c.id, Addr: cfg.Cluster.MeshAddr, Cert: cert, CA: ca.Pool(), Logger: log,
-	}); err != nil {
+	mc := cluster.MeshConfig{ID: c.id, Addr: cfg.Cluster.MeshAddr, Cert: cert, CA: ca.Pool(), Logger: log}
+	if cfg.Cluster.FaultInjection {
+		// The mesh's socket goes through the fault injector, which
+		// POST /debug/faults programs (tests and WAN benchmarks).
+		ua, err := net.ResolveUDPAddr("udp", cfg.Cluster.MeshAddr)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.mesh_addr %s: %w", cfg.Cluster.MeshAddr, err)
+		}
+		uc, err := net.ListenUDP("udp", ua)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.mesh_addr %s: %w", cfg.Cluster.MeshAddr, err)
+		}
+		c.faults = cluster.NewFaults()
+		c.faultConn = cluster.WrapPacketConn(uc, c.faults)
+		mc.PacketConn = c.faultConn
+		log.Warn("mesh fault injection is on: POST /debug/faults drops or delays mesh traffic")
+	}
+	if c.mesh, err = cluster.NewMesh(mc); err != nil {
 		return nil, fmt.Errorf("cluster.mesh_addr %s: %w", cfg.Cluster.MeshAddr, err)
 	}
 	layers := cluster.NewRaftLayers(c.mesh)
@@ -180,13 +201,25 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 	if c.members, err = cluster.NewMembership(cluster.MembershipConfig{
 		Mesh:      c.mesh,
 		GossipKey: gossipKey,
-		Meta:      cluster.NodeMeta{DC: strconv.Itoa(cfg.DC), ClientAddr: clientAddr(), Version: Version},
+		Meta:      c.nodeMeta(),
 		OnEvent:   c.onEvent,
 		Logger:    log,
 	}); err != nil {
 		return nil, err
 	}
+	fed, err := newFederation(c, gossipKey, db.Table("meta"))
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock() // onEvent reads it
+	c.fed = fed
+	c.mu.Unlock()
 	return c, nil
+}
+
+// nodeMeta is what this node gossips about itself, in both pools.
+func (c *clusterNode) nodeMeta() cluster.NodeMeta {
+	return cluster.NodeMeta{DC: strconv.Itoa(c.cfg.DC), DCID: c.cfg.DC, ClientAddr: c.clientAddr(), Version: Version}
 }
 
 // Version is what the node gossips as its version; cmd/mtnode sets it.
@@ -292,6 +325,7 @@ func (c *clusterNode) run() {
 	c.log.Info("cluster member starting", "mesh_addr", c.mesh.Addr().String(), "dc", c.cfg.DC)
 	c.spawn(func() { c.events.run(ctx) })
 	c.spawn(func() { c.joinLoop(ctx) })
+	c.spawn(func() { c.fed.joinLoop(ctx) })
 	if c.cfg.Cluster.BootstrapExpect > 0 {
 		c.spawn(func() { c.bootstrapLoop(ctx) })
 	}
@@ -456,6 +490,9 @@ func (c *clusterNode) onEvent(ev cluster.Event) {
 	switch ev.Type {
 	case cluster.EventJoin, cluster.EventUpdate:
 		delete(c.downSince, ev.Member.ID)
+		if ev.Type == cluster.EventJoin && c.fed != nil {
+			c.fed.lanJoined(ev.Member)
+		}
 	case cluster.EventFail, cluster.EventLeave:
 		if _, ok := c.downSince[ev.Member.ID]; !ok {
 			c.downSince[ev.Member.ID] = time.Now()
@@ -467,10 +504,11 @@ func (c *clusterNode) onEvent(ev cluster.Event) {
 // secretNames are the DC-wide secrets every node must share.
 var secretNames = []string{"rsa_key", "salt_secret", "access_secret", "shards"}
 
-// waitSecrets returns the DC's shared secrets, once the data group has
-// them: read from the local replica, else asked of the leader (a node
+// waitSecrets returns the DC's shared secrets, once the metadata group
+// has them: read from the local replica, else asked of the leader (a node
 // that holds no replica). The leader proposes fresh ones if there are
-// none yet; the first proposal wins.
+// none yet, or, in a DC that joins a federation, the federation's (asked
+// of another DC's member); the first proposal wins.
 func (c *clusterNode) waitSecrets(ctx context.Context, rt *router) (map[string][]byte, error) {
 	var fresh []messaging.NamedSecret
 	last := time.Now()
@@ -479,6 +517,24 @@ func (c *clusterNode) waitSecrets(ctx context.Context, rt *router) (map[string][
 			return s, nil
 		}
 		if c.group.IsLeader() {
+			if fresh == nil && c.fed.joined {
+				s, err := c.fed.fetchSecrets(ctx)
+				if err != nil {
+					if time.Since(last) > 10*time.Second {
+						c.log.Info("waiting for the federation's secrets", "err", err)
+						last = time.Now()
+					}
+					if !sleepCtx(ctx, 500*time.Millisecond) {
+						return nil, ctx.Err()
+					}
+					continue
+				}
+				for _, n := range secretNames[:3] {
+					fresh = append(fresh, messaging.NamedSecret{Name: n, Value: s[n]})
+				}
+				fresh = append(fresh, messaging.NamedSecret{Name: "shards", Value: []byte(strconv.Itoa(c.layout.Shards))})
+				c.log.Info("adopting the federation's secrets")
+			}
 			if fresh == nil {
 				k, err := rsa.GenerateKey(rand.Reader, 2048)
 				if err != nil {
@@ -542,6 +598,9 @@ func (c *clusterNode) close() {
 			c.log.Debug("depart", "err", err)
 		}
 	}
+	if c.fed != nil {
+		c.fed.close()
+	}
 	if c.stop != nil {
 		c.stop()
 	}
@@ -558,6 +617,9 @@ func (c *clusterNode) close() {
 	}
 	if c.mesh != nil {
 		c.mesh.Close()
+	}
+	if c.faultConn != nil {
+		c.faultConn.Close()
 	}
 	c.wg.Wait()
 }

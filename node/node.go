@@ -131,6 +131,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
 		n.notify.view.Store(viewer(n.cl.state()))
 		mux.HandleFunc("/cluster/status", n.cl.handleStatus)
 		mux.Handle("/cluster/leave", n.cl.handleLeave(func() { n.stopRun() }))
+		if n.cl.faults != nil {
+			mux.HandleFunc("/debug/faults", n.cl.handleFaults)
+		}
 	} else {
 		meta := n.db.Table("meta")
 		var sec secrets
@@ -180,7 +183,7 @@ func (n *Node) build(sec secrets, keys protocol.KeyStore, state api.State, rt *r
 	if err := writePublicKey(filepath.Join(n.cfg.DataDir, PublicKeyFile), &n.key.PublicKey); err != nil {
 		return err
 	}
-	svc := api.New(api.Options{
+	opts := api.Options{
 		DC:          n.cfg.DC,
 		PublicAddr:  n.publicAddr,
 		Logger:      n.log,
@@ -190,7 +193,11 @@ func (n *Node) build(sec secrets, keys protocol.KeyStore, state api.State, rt *r
 		Codes:       codeSender(n.cfg, n.log),
 		CodeLength:  n.cfg.Auth.CodeLength,
 		CodeTTL:     n.cfg.Auth.CodeTTL.Duration,
-	})
+	}
+	if n.cl != nil {
+		opts.DCOptions, opts.PhoneHome = n.cl.fed.dcOptions, n.cl.fed.phoneHome
+	}
+	svc := api.New(opts)
 	var handler protocol.Handler = svc
 	if rt != nil {
 		rt.local = svc

@@ -637,6 +637,14 @@ func (r *router) fetchSecrets(ctx context.Context) (map[string][]byte, error) {
 	if addr == "" {
 		return nil, errors.New("no leader")
 	}
+	return r.fetchSecretsAt(ctx, addr)
+}
+
+// fetchSecretsAt asks the node at addr ("id@host:port") for its DC's
+// secrets.
+func (r *router) fetchSecretsAt(ctx context.Context, addr raft.ServerAddress) (map[string][]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	st, body, err := r.request(ctx, addr, []byte{opSecrets})
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -229,4 +230,31 @@ func (c *clusterNode) leave(ctx context.Context) error {
 	}
 	c.log.Info("replicas handed off; leaving gossip")
 	return c.members.Leave(5 * time.Second)
+}
+
+// handleFaults serves /debug/faults when cluster.fault_injection is on:
+// GET prints the mesh's fault rules, POST replaces them with the body
+// (cluster.ParseFaultRules' grammar; empty heals).
+func (c *clusterNode) handleFaults(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodPost:
+		body, err := io.ReadAll(io.LimitReader(r.Body, cluster.MaxFaultRulesText+1))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		rules, err := cluster.ParseFaultRules(string(body))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		c.faults.Set(rules)
+		c.log.Warn("mesh fault rules set", "rules", cluster.FormatFaultRules(rules))
+	default:
+		http.Error(w, "GET or POST", http.StatusMethodNotAllowed)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, cluster.FormatFaultRules(c.faults.Rules())+"\n")
 }

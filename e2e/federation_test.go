@@ -1,0 +1,174 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gotd/td/telegram"
+	"github.com/gotd/td/telegram/auth"
+	"github.com/gotd/td/tg"
+
+	"github.com/mtnode/mtnode/internal/mtclient"
+	"github.com/mtnode/mtnode/messaging"
+)
+
+// fedHarness is a federation of DCs of real mtnode processes on loopback,
+// sharing one set of cluster secrets (one CA, one gossip key).
+type fedHarness struct {
+	t       *testing.T
+	secrets string
+	toml    string
+	dcs     map[int]*dcHarness
+}
+
+func newFed(t *testing.T, toml string) *fedHarness {
+	t.Helper()
+	f := &fedHarness{t: t, secrets: filepath.Join(t.TempDir(), "secrets"), toml: toml, dcs: map[int]*dcHarness{}}
+	if r := runCmd(t, 30*time.Second, "keygen", "--out", f.secrets); r.code != 0 {
+		t.Fatalf("mtnode keygen: %s", r)
+	}
+	return f
+}
+
+// form starts DC dc with n nodes. Every DC but the first joins the
+// federation through the first node of the lowest DC already running.
+func (f *fedHarness) form(dc, n int) *dcHarness {
+	f.t.Helper()
+	d := newDCWith(f.t, f.secrets, f.toml)
+	d.prefix = fmt.Sprintf("d%d", dc)
+	d.extra = []string{"--dc", fmt.Sprint(dc)}
+	if seed := f.seed(); seed != "" {
+		d.extra = append(d.extra, "--join-wan", seed)
+	}
+	f.dcs[dc] = d
+	d.form(n)
+	return d
+}
+
+// seed is the mesh address of the first node of the lowest running DC.
+func (f *fedHarness) seed() string {
+	var ids []int
+	for dc := range f.dcs {
+		ids = append(ids, dc)
+	}
+	if len(ids) == 0 {
+		return ""
+	}
+	slices.Sort(ids)
+	d := f.dcs[ids[0]]
+	return d.id(0) + "@" + d.mesh[0]
+}
+
+// client builds a gotd client that knows only node i of DC dc.
+func (f *fedHarness) client(dc, i int, sessionFile string) *telegram.Client {
+	f.t.Helper()
+	n := f.dcs[dc].nodes[i]
+	c, err := mtclient.New(mtclient.Options{
+		Addr: n.ClientAddr, DC: dc, PublicKeyFile: n.PublicKey,
+		Transport: mtclient.Intermediate, SessionFile: sessionFile,
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
+}
+
+// dcsInConfig is the set of DC ids a client of node n sees in
+// help.getConfig.
+func dcsInConfig(ctx context.Context, c *telegram.Client) ([]int, error) {
+	cfg, err := c.API().HelpGetConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ids []int
+	for _, o := range cfg.DCOptions {
+		if !slices.Contains(ids, o.ID) {
+			ids = append(ids, o.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// waitConfigDCs waits until a client of DC dc's node i lists exactly want.
+func (f *fedHarness) waitConfigDCs(dc, i int, want ...int) {
+	f.t.Helper()
+	waitFor(f.t, 60*time.Second, func() error {
+		c := f.client(dc, i, "")
+		var got []int
+		err := runClient(c, func(ctx context.Context) (err error) {
+			got, err = dcsInConfig(ctx, c)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("dc%d node %d lists DCs %v, want %v", dc, i, got, want)
+		}
+		return nil
+	})
+}
+
+// fedSignUp signs the test number phone up with a client that knows only
+// node i of DC dc, following whatever migration the server asks for, and
+// returns the user. The code is the number's DC digit repeated.
+func (f *fedHarness) fedSignUp(dc, i int, sessionFile, phone string) *tg.User {
+	f.t.Helper()
+	c := f.client(dc, i, sessionFile)
+	var self *tg.User
+	err := runClient(c, func(ctx context.Context) error {
+		flow := auth.NewFlow(auth.TestUser(phone, int(phone[5]-'0')), auth.SendCodeOptions{})
+		if err := c.Auth().IfNecessary(ctx, flow); err != nil {
+			return fmt.Errorf("sign in %s: %w", phone, err)
+		}
+		var err error
+		self, err = c.Self(ctx)
+		return err
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return self
+}
+
+// TestFederation runs DC1 and DC2 of three nodes each, then a one-node
+// DC3 joining later, and checks what a federation must do for clients
+// that know only one DC's address.
+func TestFederation(t *testing.T) {
+	t.Parallel()
+	f := newFed(t, "")
+	f.form(1, 3)
+	f.form(2, 3)
+	f.waitConfigDCs(1, 0, 1, 2)
+	f.waitConfigDCs(2, 1, 1, 2)
+
+	// A client told only DC1's address signs up with a DC2 test number:
+	// PHONE_MIGRATE_2 moves it, and its account lives in DC2.
+	dir := t.TempDir()
+	sessB := filepath.Join(dir, "b.json")
+	b := f.fedSignUp(1, 0, sessB, "9996621001")
+	if got := messaging.HomeDC(b.ID); got != 2 {
+		t.Fatalf("user of 9996621001 has id %d, homed in DC %d; want DC 2", b.ID, got)
+	}
+	// A DC1 number signs up in DC1 from a client that knows only DC2.
+	sessA := filepath.Join(dir, "a.json")
+	a := f.fedSignUp(2, 2, sessA, "9996611001")
+	if got := messaging.HomeDC(a.ID); got != 1 {
+		t.Fatalf("user of 9996611001 has id %d, homed in DC %d; want DC 1", a.ID, got)
+	}
+
+	// A DC joining the federation appears in clients' help.getConfig, with
+	// nothing restarted.
+	f.form(3, 1)
+	f.waitConfigDCs(1, 2, 1, 2, 3)
+	f.waitConfigDCs(3, 0, 1, 2, 3)
+	c := f.fedSignUp(3, 0, filepath.Join(dir, "c.json"), "9996631001")
+	if got := messaging.HomeDC(c.ID); got != 3 {
+		t.Fatalf("user of 9996631001 homed in DC %d; want DC 3", got)
+	}
+}

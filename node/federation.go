@@ -1,0 +1,274 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gotd/td/tg"
+	"github.com/hashicorp/raft"
+
+	"github.com/mtnode/mtnode/cluster"
+	"github.com/mtnode/mtnode/config"
+	"github.com/mtnode/mtnode/storage"
+)
+
+// The federation: this DC's view of the others through the WAN pool (see
+// DESIGN.md, "Federation"). Every clustered node is in its DC's LAN pool
+// and in the federation's WAN pool, over the one mesh; the DC table
+// (which DCs exist and where their clients connect) is read from the WAN
+// pool's live members, never stored.
+
+// wanPeersKey is where a node keeps the mesh addresses of the WAN members
+// of other DCs it last knew, so a restart rejoins the federation with no
+// --join-wan.
+const wanPeersKey = "wan_peers"
+
+// maxWANPeers bounds the stored WAN peers.
+const maxWANPeers = 64
+
+type federation struct {
+	c   *clusterNode
+	wan *cluster.Membership
+	// ready is wan, for onEvent: the pool's first event (its own join)
+	// comes before NewMembership returns.
+	ready  atomic.Pointer[cluster.Membership]
+	meta   *storage.Table
+	phones []config.PhoneDC // longest prefix first
+	// seeds are the configured join_wan addresses and the stored peers.
+	seeds  []string
+	joined bool // configured or stored peers: this DC belongs to a federation
+
+	mu    sync.Mutex
+	saved []string // the peers last stored
+}
+
+func newFederation(c *clusterNode, gossipKey []byte, meta *storage.Table) (*federation, error) {
+	phones, err := config.ParsePhoneDCs(c.cfg.Federation.PhoneDCs)
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(phones, func(i, j int) bool { return len(phones[i].Prefix) > len(phones[j].Prefix) })
+	f := &federation{c: c, meta: meta, phones: phones}
+	f.seeds = config.SplitAddrs(c.cfg.Cluster.JoinWAN)
+	if b, err := meta.Get([]byte(wanPeersKey)); err == nil {
+		var stored []string
+		if json.Unmarshal(b, &stored) == nil {
+			f.saved = stored
+			for _, a := range stored {
+				if !slices.Contains(f.seeds, a) {
+					f.seeds = append(f.seeds, a)
+				}
+			}
+		}
+	}
+	f.joined = len(f.seeds) > 0
+	f.wan, err = cluster.NewMembership(cluster.MembershipConfig{
+		Mesh:      c.mesh,
+		WAN:       true,
+		GossipKey: gossipKey,
+		Meta:      c.nodeMeta(),
+		OnEvent:   f.onEvent,
+		Logger:    c.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	f.ready.Store(f.wan)
+	return f, nil
+}
+
+// federated reports whether this DC belongs to a federation: it was told
+// to join one, knew one before a restart, or sees another DC.
+func (f *federation) federated() bool {
+	if f.joined {
+		return true
+	}
+	for _, m := range f.wan.Members() {
+		if m.MetaErr == nil && m.Meta.DCID != 0 && m.Meta.DCID != f.c.cfg.DC {
+			return true
+		}
+	}
+	return false
+}
+
+// joinLoop joins the seeds until one answers, then returns; the WAN pool
+// keeps itself together after that.
+func (f *federation) joinLoop(ctx context.Context) {
+	if len(f.seeds) == 0 {
+		return
+	}
+	for attempt := 0; ; attempt++ {
+		n, err := f.wan.JoinAny(ctx, f.seeds)
+		if err == nil && n > 0 {
+			f.c.log.Info("joined the federation", "contacted", n, "members", f.wan.NumMembers())
+			return
+		}
+		if attempt%10 == 0 {
+			f.c.log.Warn("WAN join failed, retrying", "addrs", f.seeds, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// lanJoined puts a member of this DC that joined the LAN pool into the
+// WAN pool too, so the whole DC federates through whichever node was told
+// --join-wan, and a DC's nodes all know every DC.
+func (f *federation) lanJoined(m cluster.Member) {
+	wan := f.ready.Load()
+	if wan == nil || m.ID == f.c.id {
+		return
+	}
+	for _, w := range wan.Members() {
+		if w.ID == m.ID {
+			return
+		}
+	}
+	f.c.spawn(func() {
+		if _, err := wan.Join([]string{m.MeshAddr()}); err != nil {
+			f.c.log.Debug("WAN join of a DC member", "member", string(m.ID), "err", err)
+		}
+	})
+}
+
+// onEvent keeps the stored WAN peers current: members of other DCs.
+func (f *federation) onEvent(ev cluster.Event) {
+	f.c.log.Info("federation membership", "event", ev.Type.String(), "member", string(ev.Member.ID),
+		"dc", ev.Member.Meta.DCID, "addr", ev.Member.Addr)
+	wan := f.ready.Load()
+	if wan == nil {
+		return
+	}
+	var peers []string
+	for _, m := range wan.Members() {
+		if m.MetaErr == nil && m.Meta.DCID != f.c.cfg.DC && len(peers) < maxWANPeers {
+			peers = append(peers, m.MeshAddr())
+		}
+	}
+	if len(peers) == 0 {
+		return // forget nobody: a DC alone for a while still belongs
+	}
+	sort.Strings(peers)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if slices.Equal(peers, f.saved) {
+		return
+	}
+	b, _ := json.Marshal(peers)
+	if err := f.meta.Put([]byte(wanPeersKey), b); err != nil {
+		f.c.log.Warn("store WAN peers", "err", err)
+		return
+	}
+	f.saved = peers
+	f.joined = true
+}
+
+// table is the DC table: every DC with live members, its members sorted
+// by ID. This DC is always in it (from the LAN pool, which knows its own
+// DC first).
+func (f *federation) table() map[int][]cluster.Member {
+	t := cluster.DCTable(f.wan.Members())
+	t[f.c.cfg.DC] = cluster.DCTable(f.c.members.Members())[f.c.cfg.DC]
+	return t
+}
+
+// membersOf are the live members of DC dc, this node's own first when dc
+// is its own.
+func (f *federation) membersOf(dc int) []cluster.Member {
+	return f.table()[dc]
+}
+
+// dcOptions lists every DC's client addresses for help.getConfig.
+func (f *federation) dcOptions() []tg.DCOption {
+	t := f.table()
+	dcs := make([]int, 0, len(t))
+	for dc := range t {
+		dcs = append(dcs, dc)
+	}
+	sort.Ints(dcs)
+	var out []tg.DCOption
+	for _, dc := range dcs {
+		for _, m := range t[dc] {
+			if o, ok := dcOption(dc, m.Meta.ClientAddr, m.Meta.MediaOnly, false); ok {
+				out = append(out, o)
+			}
+			if o, ok := dcOption(dc, m.Meta.IPv6Addr, m.Meta.MediaOnly, true); ok {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
+}
+
+// dcOption is one client address as help.getConfig lists it; clients need
+// a literal IP.
+func dcOption(dc int, addr string, media, v6 bool) (tg.DCOption, bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return tg.DCOption{}, false
+	}
+	p, err := strconv.Atoi(port)
+	ip := net.ParseIP(host)
+	if err != nil || p <= 0 || p > 65535 || ip == nil || ip.IsUnspecified() || (ip.To4() == nil) != v6 {
+		return tg.DCOption{}, false
+	}
+	return tg.DCOption{ID: dc, IPAddress: ip.String(), Port: p, Ipv6: v6, MediaOnly: media}, true
+}
+
+// phoneHome is the home DC of a normalized phone number. A DC that is
+// not federated homes every number itself.
+func (f *federation) phoneHome(phone string) int {
+	if !f.federated() {
+		return f.c.cfg.DC
+	}
+	// Test numbers: 99966XYYYY lives in DC X.
+	if len(phone) == 10 && strings.HasPrefix(phone, "99966") && phone[5] >= '1' && phone[5] <= '9' {
+		return int(phone[5] - '0')
+	}
+	for _, p := range f.phones {
+		if strings.HasPrefix(phone, p.Prefix) {
+			return p.DC
+		}
+	}
+	return f.c.cfg.Federation.DefaultDC
+}
+
+// errNoFederationSecrets: no member of another DC answered with the
+// federation's secrets.
+var errNoFederationSecrets = errors.New("no other DC answered")
+
+// fetchSecrets asks the members of other DCs for the federation's shared
+// secrets, which a DC adopts when it forms so that every DC presents the
+// same server key and derives the same access hashes.
+func (f *federation) fetchSecrets(ctx context.Context) (map[string][]byte, error) {
+	for dc, ms := range f.table() {
+		if dc == f.c.cfg.DC {
+			continue
+		}
+		for _, m := range ms {
+			if s, err := f.c.rt.fetchSecretsAt(ctx, raft.ServerAddress(m.MeshAddr())); err == nil {
+				return s, nil
+			}
+		}
+	}
+	return nil, errNoFederationSecrets
+}
+
+func (f *federation) close() {
+	if err := f.wan.Depart(time.Second); err != nil {
+		f.c.log.Debug("WAN depart", "err", err)
+	}
+	f.wan.Close()
+}
