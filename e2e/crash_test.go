@@ -297,6 +297,12 @@ type onlineDevice struct {
 
 func startOnline(t *testing.T, n *node, sessionFile string, selfID int64) *onlineDevice {
 	t.Helper()
+	return startOnlineAt(t, n, 1, sessionFile, selfID)
+}
+
+// startOnlineAt is startOnline for a node of DC dc.
+func startOnlineAt(t *testing.T, n *node, dc int, sessionFile string, selfID int64) *onlineDevice {
+	t.Helper()
 	o := &onlineDevice{done: make(chan error, 1), seen: map[string]int{}}
 	d := tg.NewUpdateDispatcher()
 	d.OnNewMessage(func(_ context.Context, _ tg.Entities, u *tg.UpdateNewMessage) error {
@@ -321,6 +327,7 @@ func startOnline(t *testing.T, n *node, sessionFile string, selfID int64) *onlin
 	}
 	c, err := mtclient.New(mtclient.Options{
 		Addr:          n.ClientAddr,
+		DC:            dc,
 		PublicKeyFile: n.PublicKey,
 		SessionFile:   sessionFile,
 		Telegram:      telegram.Options{UpdateHandler: gaps, OnConnectionState: onState},
@@ -363,6 +370,13 @@ func (o *onlineDevice) complete(total int) error {
 		return fmt.Errorf("online device got %d distinct messages, want %d", len(o.seen), total)
 	}
 	return nil
+}
+
+// times is how often the device was handed text.
+func (o *onlineDevice) times(text string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.seen[text]
 }
 
 // stop ends the device's session; it must not have failed on its own.

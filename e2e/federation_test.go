@@ -167,8 +167,110 @@ func TestFederation(t *testing.T) {
 	f.form(3, 1)
 	f.waitConfigDCs(1, 2, 1, 2, 3)
 	f.waitConfigDCs(3, 0, 1, 2, 3)
-	c := f.fedSignUp(3, 0, filepath.Join(dir, "c.json"), "9996631001")
+	sessC := filepath.Join(dir, "c.json")
+	c := f.fedSignUp(3, 0, sessC, "9996631001")
 	if got := messaging.HomeDC(c.ID); got != 3 {
 		t.Fatalf("user of 9996631001 homed in DC %d; want DC 3", got)
+	}
+
+	// Users of DC1, DC2 and DC3 message each other in all directions, each
+	// on a node of its home DC: everything arrives live and in history.
+	users := []fedUser{
+		{name: "a", dc: 1, node: 1, sess: sessA, user: a, phone: "9996611001"},
+		{name: "b", dc: 2, node: 2, sess: sessB, user: b, phone: "9996621001"},
+		{name: "c", dc: 3, node: 0, sess: sessC, user: c, phone: "9996631001"},
+	}
+	f.chatAllWays(users, 0)
+}
+
+// fedUser is a signed-up user of a federation test and where it
+// connects.
+type fedUser struct {
+	name     string
+	dc, node int
+	sess     string
+	user     *tg.User
+	phone    string
+}
+
+// fedText is the text round r's message from one user to another.
+func fedText(r int, from, to string) string { return fmt.Sprintf("round %d: %s to %s", r, from, to) }
+
+// chatAllWays has every user, online on its home DC, send one message to
+// every other, and checks that each arrives live exactly once and is in
+// both users' histories.
+func (f *fedHarness) chatAllWays(users []fedUser, round int) {
+	f.t.Helper()
+	online := make([]*onlineDevice, len(users))
+	for i, u := range users {
+		online[i] = startOnlineAt(f.t, f.dcs[u.dc].nodes[u.node], u.dc, u.sess, u.user.ID)
+		defer online[i].stop(f.t)
+	}
+	for i, u := range users {
+		c := f.client(u.dc, u.node, u.sess)
+		err := runClient(c, func(ctx context.Context) error {
+			for j, v := range users {
+				if i == j {
+					continue
+				}
+				peer, err := importPhone(ctx, c.API(), v.phone)
+				if err != nil {
+					return fmt.Errorf("%s imports %s: %w", u.name, v.name, err)
+				}
+				if _, err := c.API().MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{
+					Peer: peer, Message: fedText(round, u.name, v.name), RandomID: int64(round*100 + i*10 + j + 1),
+				}); err != nil {
+					return fmt.Errorf("%s sends to %s: %w", u.name, v.name, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	for i, u := range users {
+		waitFor(f.t, 30*time.Second, func() error {
+			for _, v := range users {
+				if v.name == u.name {
+					continue
+				}
+				if n := online[i].times(fedText(round, v.name, u.name)); n != 1 {
+					return fmt.Errorf("%s was handed %q %d times live, want once", u.name, fedText(round, v.name, u.name), n)
+				}
+			}
+			return nil
+		})
+	}
+	for i, u := range users {
+		c := f.client(u.dc, u.node, u.sess)
+		err := runClient(c, func(ctx context.Context) error {
+			for j, v := range users {
+				if i == j {
+					continue
+				}
+				peer, err := importPhone(ctx, c.API(), v.phone)
+				if err != nil {
+					return err
+				}
+				h, err := history(ctx, c.API(), peer)
+				if err != nil {
+					return err
+				}
+				texts := map[string]int{}
+				for _, m := range h {
+					texts[m]++
+				}
+				for _, want := range []string{fedText(round, u.name, v.name), fedText(round, v.name, u.name)} {
+					if texts[want] != 1 {
+						return fmt.Errorf("%s's history with %s holds %q %d times, want once: %v", u.name, v.name, want, texts[want], h)
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			f.t.Fatal(err)
+		}
 	}
 }

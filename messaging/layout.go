@@ -27,6 +27,88 @@ type Layout struct {
 	// ShardOf maps an id to [0, n). It must be the same function on every
 	// node of a DC for as long as the DC lives.
 	ShardOf func(id int64, n int) int
+	// DC is this DC's id when it may federate with others: a step for a
+	// user homed elsewhere (HomeDC of the id) then goes to that DC's
+	// outbox destination (RemoteDest). 0 keeps every user local.
+	DC int
+}
+
+// RemoteDest is the outbox destination for the users of DC dc: negative,
+// apart from this DC's groups.
+func RemoteDest(dc int) int { return -dc }
+
+// RemoteDC returns the DC of a remote destination, 0 for a local group.
+func RemoteDC(dest int) int {
+	if dest < 0 {
+		return -dest
+	}
+	return 0
+}
+
+// RemoteSource is how a group names, in its inbox marks, group g of DC
+// dc sending to it from another DC: negative, apart from local groups.
+func RemoteSource(dc, g int) int { return -(dc<<16 | g) }
+
+// ValidSource reports whether src names a local group of l or a group of
+// another DC.
+func (l Layout) ValidSource(src int) bool {
+	if src >= 0 {
+		return src < l.Groups()
+	}
+	dc, g := -src>>16, -src&0xffff
+	return dc >= 1 && dc <= maxDCID && dc != l.DC && g < 0xffff
+}
+
+// maxDCID is the largest DC id (config's range).
+const maxDCID = 1000
+
+// stepUser is the user whose box an outbox step changes.
+func stepUser(cmd Command) (int64, bool) {
+	switch c := cmd.(type) {
+	case DeliverMessage:
+		return c.To, true
+	case EditCopy:
+		return c.Owner, true
+	case DeleteCopies:
+		return c.Owner, true
+	case ReadOutbox:
+		return c.Author, true
+	case BlockedBy:
+		return c.User, true
+	}
+	return 0, false
+}
+
+// DestOf is where a step goes: its group here, or RemoteDest of the DC
+// its user is homed in.
+func (l Layout) DestOf(step Command) int {
+	if l.DC != 0 {
+		if u, ok := stepUser(step); ok {
+			if dc := HomeDC(u); dc != 0 && dc != l.DC {
+				return RemoteDest(dc)
+			}
+		}
+	}
+	return l.GroupOf(step)
+}
+
+// DCOfKey says which DC holds a directory key that may belong to another
+// DC: a user's public record (user/<id>) lives in the id's home DC, a
+// phone's index entry (phone/<digits>) in the number's home DC, given by
+// phoneHome. ok is false for every other key, which is this DC's.
+func DCOfKey(k []byte, phoneHome func(string) int) (dc int, ok bool) {
+	kind, rest, _ := bytes.Cut(k, []byte{'/'})
+	switch string(kind) {
+	case "user":
+		if len(rest) == 8 {
+			return HomeDC(int64(binary.BigEndian.Uint64(rest))), true
+		}
+	case "phone":
+		if phoneHome != nil && len(rest) > 0 {
+			return phoneHome(string(rest)), true
+		}
+	}
+	return 0, false
 }
 
 // MetaGroup is the group of the DC's cluster-wide facts.

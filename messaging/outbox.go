@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -49,7 +50,7 @@ func (e Env) Layout() Layout {
 // step's events when it ran.
 func emit(tx *storage.Txn, env Env, src int, step Command) ([]Event, error) {
 	l := env.Layout()
-	if g := l.GroupOf(step); g != src {
+	if g := l.DestOf(step); g != src {
 		return nil, appendOutbox(tx, env, g, step)
 	}
 	res, err := step.apply(tx, env)
@@ -71,6 +72,13 @@ func appendOutbox(tx *storage.Txn, env Env, dest int, step Command) error {
 	seq, _, err := getInt(tx, sk)
 	if err != nil {
 		return err
+	}
+	if seq == 0 && dest < 0 {
+		// The first step for another DC: list it among the destinations
+		// (outdcs/ never shrinks, so a scan of it stays short).
+		if err := tx.Set(key("outdcs", int64(dest)), nil); err != nil {
+			return err
+		}
 	}
 	seq++
 	if err := putInt(tx, sk, seq); err != nil {
@@ -109,7 +117,11 @@ type OutboxEntry struct {
 // in Badger's memtable as versions a scan would walk.
 func PendingOutbox(tx storage.Reader, groups int, after map[int]int64) (map[int][]OutboxEntry, error) {
 	out := map[int][]OutboxEntry{}
-	for dest := range groups {
+	dests, err := outboxDests(tx, groups)
+	if err != nil {
+		return nil, err
+	}
+	for _, dest := range dests {
 		acked, last, err := outboxRange(tx, dest)
 		if err != nil {
 			return nil, err
@@ -127,11 +139,49 @@ func PendingOutbox(tx storage.Reader, groups int, after map[int]int64) (map[int]
 	return out, nil
 }
 
+// outboxDests are the destinations an outbox may hold entries for: the
+// DC's groups, then the other DCs it ever sent to.
+func outboxDests(tx storage.Reader, groups int) ([]int, error) {
+	dests := make([]int, 0, groups)
+	for g := range groups {
+		dests = append(dests, g)
+	}
+	err := tx.Iterate([]byte("outdcs/"), nil, false, func(k, _ []byte) (bool, error) {
+		if len(k) == len("outdcs/")+8 {
+			dests = append(dests, int(int64(binary.BigEndian.Uint64(k[len("outdcs/"):]))))
+		}
+		return true, nil
+	})
+	return dests, err
+}
+
+// OutboxAge is how long the oldest unacknowledged entry for dest has
+// waited at now (Unix seconds): 0 when there is none.
+func OutboxAge(tx storage.Reader, dest int, now int64) (int64, error) {
+	acked, last, err := outboxRange(tx, dest)
+	if err != nil || last <= acked {
+		return 0, err
+	}
+	v, err := tx.Get(outboxKey(dest, acked+1))
+	if err != nil {
+		return 0, err
+	}
+	_, env, err := DecodeCommand(v)
+	if err != nil || env.Now == 0 || env.Now > now {
+		return 0, err
+	}
+	return now - env.Now, nil
+}
+
 // OutboxDepth counts the entries of this group's outbox per destination
 // group (of groups) that their destination has not acknowledged.
 func OutboxDepth(tx storage.Reader, groups int) (map[int]int, error) {
 	out := map[int]int{}
-	for dest := range groups {
+	dests, err := outboxDests(tx, groups)
+	if err != nil {
+		return nil, err
+	}
+	for _, dest := range dests {
 		acked, last, err := outboxRange(tx, dest)
 		if err != nil {
 			return nil, err
@@ -194,7 +244,7 @@ func (c Inbox) apply(tx *storage.Txn, env Env) (any, error) {
 		if err != nil {
 			continue
 		}
-		if !isStep(step) || env.Layout().GroupOf(step) != c.Group {
+		if !isStep(step) || env.Layout().DestOf(step) != c.Group {
 			continue
 		}
 		senv.layout = env.layout

@@ -46,8 +46,8 @@ func (c *clusterNode) keyShard(id int64) replication.ShardID {
 const dirCommitTimeout = 20 * time.Millisecond
 
 // layoutFor is the messaging layout of a DC of shards shards.
-func layoutFor(shards int) messaging.Layout {
-	return messaging.Layout{Shards: shards, ShardOf: func(id int64, n int) int { return int(cluster.ShardOf(id, n)) }}
+func layoutFor(shards, dc int) messaging.Layout {
+	return messaging.Layout{Shards: shards, DC: dc, ShardOf: func(id int64, n int) int { return int(cluster.ShardOf(id, n)) }}
 }
 
 // clusterNode is the clustered half of a node: identity, mesh, gossip and
@@ -152,7 +152,7 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 	// by whichever replica leads when they are applied, off raft's FSM
 	// goroutine.
 	c.events = newAsyncNotifier(notify, func() { m.pushFrames.WithLabelValues("dropped").Inc() })
-	c.layout = layoutFor(cfg.Cluster.Shards)
+	c.layout = layoutFor(cfg.Cluster.Shards, cfg.DC)
 	for g := range c.layout.Groups() {
 		rep := messaging.NewReplicated(c.events)
 		rep.SetLayout(c.layout)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"sort"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/mtnode/mtnode/cluster"
 	"github.com/mtnode/mtnode/config"
+	"github.com/mtnode/mtnode/messaging"
 	"github.com/mtnode/mtnode/storage"
 )
 
@@ -49,6 +51,8 @@ type federation struct {
 
 	mu    sync.Mutex
 	saved []string // the peers last stored
+
+	next atomic.Uint32 // spreads cross-DC requests over the other DC's members
 }
 
 func newFederation(c *clusterNode, gossipKey []byte, meta *storage.Table) (*federation, error) {
@@ -271,4 +275,176 @@ func (f *federation) close() {
 		f.c.log.Debug("WAN depart", "err", err)
 	}
 	f.wan.Close()
+}
+
+// Cross-DC requests (node-to-node RPC over the mesh, to any member of
+// the other DC; that member routes inside its own DC).
+const (
+	opDCGet   byte = 9  // body: a directory key homed in the receiver's DC; ok body: its value
+	opDCInbox byte = 10 // body: JSON dcBatch; ok once every step is applied or skipped
+)
+
+// dcBatch is a group's outbox entries for the users of another DC.
+type dcBatch struct {
+	SrcDC, SrcGroup int
+	Seqs            []int64
+	Steps           [][]byte
+}
+
+// parseDCBatch decodes and bounds an opDCInbox body.
+func parseDCBatch(body []byte) (dcBatch, error) {
+	var b dcBatch
+	if err := json.Unmarshal(body, &b); err != nil {
+		return b, fmt.Errorf("bad dc batch: %w", err)
+	}
+	size := 0
+	for _, s := range b.Steps {
+		size += len(s)
+	}
+	switch {
+	case b.SrcDC < 1 || b.SrcDC > cluster.MaxDCID || b.SrcGroup < 0 || b.SrcGroup >= 0xffff:
+		return b, fmt.Errorf("bad dc batch: source %d/%d", b.SrcDC, b.SrcGroup)
+	case len(b.Seqs) != len(b.Steps) || len(b.Steps) == 0 || len(b.Steps) > messaging.InboxMaxSteps:
+		return b, fmt.Errorf("bad dc batch: %d seqs, %d steps", len(b.Seqs), len(b.Steps))
+	case size > 2*messaging.InboxMaxBytes:
+		return b, fmt.Errorf("bad dc batch: %d bytes", size)
+	}
+	for i := 1; i < len(b.Seqs); i++ {
+		if b.Seqs[i] <= b.Seqs[i-1] {
+			return b, errors.New("bad dc batch: seqs out of order")
+		}
+	}
+	return b, nil
+}
+
+// dcRequest sends req to the members of DC dc in turn until one answers
+// (any answer but a transport failure), within ctx.
+func (f *federation) dcRequest(ctx context.Context, dc int, req []byte) (byte, []byte, error) {
+	ms := f.membersOf(dc)
+	if len(ms) == 0 {
+		return 0, nil, fmt.Errorf("%w: DC %d has no live member", messaging.ErrUnavailable, dc)
+	}
+	start := int(f.next.Add(1))
+	var lastErr error
+	for i := range ms {
+		m := ms[(start+i)%len(ms)]
+		st, body, err := f.c.rt.requestAt(ctx, m.ID, m.Addr, req)
+		if err == nil {
+			return st, body, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return 0, nil, fmt.Errorf("%w: DC %d: %w", messaging.ErrUnavailable, dc, lastErr)
+}
+
+// dcGetTimeout bounds one read of another DC's directory.
+const dcGetTimeout = 5 * time.Second
+
+// get reads a directory key homed in DC dc.
+func (f *federation) get(ctx context.Context, dc int, k []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, dcGetTimeout)
+	defer cancel()
+	st, body, err := f.dcRequest(ctx, dc, append([]byte{opDCGet}, k...))
+	if err != nil {
+		return nil, err
+	}
+	switch st {
+	case stOK:
+		return body, nil
+	case stNotFound:
+		return nil, storage.ErrNotFound
+	}
+	return nil, statusErr(st, body)
+}
+
+// serveDCGet answers another DC's read of a key homed here.
+func (c *clusterNode) serveDCGet(ctx context.Context, k []byte) (byte, []byte) {
+	if len(k) == 0 || len(k) > maxReadKey {
+		return stFailed, []byte("bad dc read: key length")
+	}
+	if dc, ok := messaging.DCOfKey(k, c.fed.phoneHome); !ok || dc != c.cfg.DC {
+		return stFailed, []byte("bad dc read: key not homed here")
+	}
+	sr := c.newShardReader(ctx)
+	defer sr.close()
+	v, err := sr.Get(k)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return stNotFound, nil
+	case err != nil:
+		return stFailed, []byte(err.Error())
+	}
+	return stOK, v
+}
+
+// carryTimeout bounds one batch to another DC, all its groups included.
+const carryTimeout = 10 * time.Second
+
+// carry delivers group src's outbox entries for DC dc's users there.
+func (f *federation) carry(ctx context.Context, dc, src int, entries []messaging.OutboxEntry) error {
+	b := dcBatch{SrcDC: f.c.cfg.DC, SrcGroup: src}
+	for _, e := range entries {
+		b.Seqs, b.Steps = append(b.Seqs, e.Seq), append(b.Steps, e.Step)
+	}
+	body, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, carryTimeout)
+	defer cancel()
+	st, resp, err := f.dcRequest(ctx, dc, append([]byte{opDCInbox}, body...))
+	if err != nil {
+		return err
+	}
+	if st != stOK {
+		return statusErr(st, resp)
+	}
+	return nil
+}
+
+// acceptDCBatch applies another DC's batch: its steps split by the group
+// of this DC that holds each user's box, as one Inbox per group, which
+// skips what that group already applied from the source. It answers
+// once every group took its part, so the sender acknowledges nothing
+// that is not here.
+func (c *clusterNode) acceptDCBatch(ctx context.Context, b dcBatch) error {
+	src := messaging.RemoteSource(b.SrcDC, b.SrcGroup)
+	per := map[int]*messaging.Inbox{}
+	for i, raw := range b.Steps {
+		step, _, err := messaging.DecodeCommand(raw)
+		if err != nil {
+			c.log.Warn("undecodable step from another DC", "dc", b.SrcDC, "group", b.SrcGroup, "seq", b.Seqs[i], "err", err)
+			continue
+		}
+		g := c.layout.DestOf(step)
+		if g < 0 {
+			c.log.Warn("step for a user of another DC", "dc", b.SrcDC, "kind", step.Kind())
+			continue
+		}
+		in := per[g]
+		if in == nil {
+			in = &messaging.Inbox{Group: g, Src: src}
+			per[g] = in
+		}
+		in.Seqs, in.Steps = append(in.Seqs, b.Seqs[i]), append(in.Steps, raw)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Cluster.HoldTimeout.Duration)
+	defer cancel()
+	errs := make(chan error, len(per))
+	for _, in := range per {
+		go func() {
+			_, err := c.proposeTo(ctx, in.Group, *in)
+			errs <- err
+		}()
+	}
+	var first error
+	for range per {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

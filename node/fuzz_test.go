@@ -53,7 +53,7 @@ func FuzzRPC(f *testing.F) {
 				t.Fatalf("accepted read %+v", q)
 			}
 		}
-		if g, cmd, err := parsePropose(body, layoutFor(groups-2)); err == nil {
+		if g, cmd, err := parsePropose(body, layoutFor(groups-2, 1)); err == nil {
 			if in, ok := cmd.(messaging.Inbox); !ok || in.Group != g || g >= groups {
 				t.Fatalf("accepted proposal %T for group %d", cmd, g)
 			}

@@ -49,12 +49,16 @@ type pump struct {
 	// outbox still holds entries up to it until acked.
 	mu      sync.Mutex
 	carried map[int]int64
-	acked   map[int]int64
-	lastAck time.Time
+	// inFlight holds the other DCs a batch is on its way to: each is
+	// carried by its own goroutine, so a slow or unreachable DC never
+	// holds up this DC's own deliveries.
+	inFlight map[int]bool
+	acked    map[int]int64
+	lastAck  time.Time
 }
 
 func newPump(c *clusterNode, g int) *pump {
-	return &pump{c: c, g: g, carried: map[int]int64{}, acked: map[int]int64{}}
+	return &pump{c: c, g: g, carried: map[int]int64{}, inFlight: map[int]bool{}, acked: map[int]int64{}}
 }
 
 // wait returns once every mark was carried to its destination, or ctx
@@ -133,10 +137,16 @@ func (p *pump) round(ctx context.Context) (busy, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Cluster.HoldTimeout.Duration)
 	defer cancel()
 	ok = true
+	local := 0
 	if len(pending) > 0 {
 		var wg sync.WaitGroup
 		var mu sync.Mutex // guards ok
 		for dest, entries := range pending {
+			if dest < 0 {
+				p.carryRemote(dest, entries)
+				continue
+			}
+			local++
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -160,11 +170,45 @@ func (p *pump) round(ctx context.Context) (busy, ok bool) {
 		}
 		wg.Wait()
 	}
-	if err := p.ack(ctx, len(pending) == 0); err != nil {
+	if err := p.ack(ctx, local == 0); err != nil {
 		c.log.Debug("outbox ack failed", "group", g, "err", err)
 		ok = false
 	}
-	return len(pending) > 0, ok
+	return local > 0, ok
+}
+
+// remoteRetry is the pause after a batch another DC did not take.
+const remoteRetry = time.Second
+
+// carryRemote starts carrying a batch to another DC (dest < 0) unless
+// one is on its way there already. Success wakes the pump, which then
+// sends the next batch and, in time, acknowledges this one.
+func (p *pump) carryRemote(dest int, entries []messaging.OutboxEntry) {
+	c := p.c
+	p.mu.Lock()
+	if p.inFlight[dest] {
+		p.mu.Unlock()
+		return
+	}
+	p.inFlight[dest] = true
+	p.mu.Unlock()
+	c.spawn(func() {
+		err := c.fed.carry(c.ctx, messaging.RemoteDC(dest), p.g, entries)
+		if err != nil {
+			c.log.Debug("batch to another DC not carried", "group", p.g, "dc", messaging.RemoteDC(dest), "steps", len(entries), "err", err)
+			c.metrics.outboxSteps.WithLabelValues("retried").Add(float64(len(entries)))
+			sleepCtx(c.ctx, remoteRetry)
+		} else {
+			c.metrics.outboxSteps.WithLabelValues("carried").Add(float64(len(entries)))
+		}
+		p.mu.Lock()
+		if err == nil {
+			p.carried[dest] = max(p.carried[dest], entries[len(entries)-1].Seq)
+		}
+		delete(p.inFlight, dest)
+		p.mu.Unlock()
+		c.wakePump(p.g)
+	})
 }
 
 // ack deletes what was carried, if pumpAckEvery has passed or the pump is

@@ -536,6 +536,17 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 			return stFailed, []byte(err.Error())
 		}
 		return stOK, nil
+	case opDCGet:
+		return r.c.serveDCGet(ctx, body)
+	case opDCInbox:
+		b, err := parseDCBatch(body)
+		if err != nil {
+			return stFailed, []byte(err.Error())
+		}
+		if err := r.c.acceptDCBatch(ctx, b); err != nil {
+			return stFailed, []byte(err.Error())
+		}
+		return stOK, nil
 	}
 	return stFailed, []byte(fmt.Sprintf("unknown op %d", op))
 }

@@ -195,6 +195,9 @@ func (r *shardReader) local(g int) *storage.Txn {
 }
 
 func (r *shardReader) Get(k []byte) ([]byte, error) {
+	if dc, ok := messaging.DCOfKey(k, r.c.fed.phoneHome); ok && dc != r.c.cfg.DC && dc != 0 {
+		return r.c.fed.get(r.ctx, dc, k)
+	}
 	g, err := r.c.layout.GroupOfKey(k)
 	if err != nil {
 		return nil, err
@@ -382,7 +385,7 @@ func parsePropose(body []byte, l messaging.Layout) (int, messaging.Command, erro
 		return 0, nil, err
 	}
 	in, ok := cmd.(messaging.Inbox)
-	if !ok || in.Group != g || l.GroupOf(in) != g || in.Src < 0 || in.Src >= l.Groups() {
+	if !ok || in.Group != g || l.GroupOf(in) != g || !l.ValidSource(in.Src) {
 		return 0, nil, fmt.Errorf("bad propose: %s for group %d", cmd.Kind(), g)
 	}
 	return g, cmd, nil
