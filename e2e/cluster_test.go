@@ -35,12 +35,12 @@ type dcHarness struct {
 	// extra is appended to every start's arguments.
 	prefix string
 	extra  []string
-	wrap    [][]string // per node: command prefix (network namespace)
-	dirs    []string
-	mesh    []string
-	client  []string
-	http    []string
-	nodes   []*node
+	wrap   [][]string // per node: command prefix (network namespace)
+	dirs   []string
+	mesh   []string
+	client []string
+	http   []string
+	nodes  []*node
 }
 
 // freeAddr returns a loopback address for a node, free now and outside

@@ -3,8 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +16,7 @@ import (
 	"github.com/gotd/td/telegram/auth"
 	"github.com/gotd/td/tg"
 
+	hist "github.com/mtnode/mtnode/internal/history"
 	"github.com/mtnode/mtnode/internal/mtclient"
 	"github.com/mtnode/mtnode/messaging"
 )
@@ -273,4 +278,198 @@ func (f *fedHarness) chatAllWays(users []fedUser, round int) {
 			f.t.Fatal(err)
 		}
 	}
+}
+
+// setFaults programs the mesh fault rules of every node of DC dc.
+func (f *fedHarness) setFaults(dc int, rules string) {
+	f.t.Helper()
+	d := f.dcs[dc]
+	for i, n := range d.nodes {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+n.HTTPAddr+"/debug/faults", strings.NewReader(rules))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			f.t.Fatalf("faults on %s: %v", d.id(i), err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			f.t.Fatalf("faults on %s: %d %s", d.id(i), resp.StatusCode, body)
+		}
+	}
+}
+
+// cut drops all mesh traffic between DCs x and y, both ways; "" heals.
+func (f *fedHarness) cut(x, y int) {
+	f.t.Helper()
+	rules := func(other int) string {
+		var rs []string
+		for _, m := range f.dcs[other].mesh {
+			rs = append(rs, "drop "+m)
+		}
+		return strings.Join(rs, "; ")
+	}
+	f.setFaults(x, rules(y))
+	f.setFaults(y, rules(x))
+}
+
+// wanText is the text of message i from user u in the partition test.
+func wanText(u string, i int) string { return fmt.Sprintf("wan %s %03d", u, i) }
+
+// wanIndex parses wanText.
+func wanIndex(text, u string) (int, bool) {
+	var i int
+	if _, err := fmt.Sscanf(text, "wan "+u+" %d", &i); err != nil || text != wanText(u, i) {
+		return 0, false
+	}
+	return i, true
+}
+
+// TestFederationWANPartition cuts DC1 from DC2 (every mesh packet between
+// them dropped by the nodes' fault injectors) while a user of each sends
+// to the other. Each DC keeps serving its own user: every send is
+// acknowledged during the cut. After healing, every acknowledged message
+// is in the recipient's box exactly once, in the sender's order, checked
+// over the recorded history.
+func TestFederationWANPartition(t *testing.T) {
+	t.Parallel()
+	f := newFed(t, "fault_injection = true\n")
+	f.form(1, 3)
+	f.form(2, 3)
+	f.waitConfigDCs(1, 0, 1, 2)
+	dir := t.TempDir()
+	users := []fedUser{
+		{name: "a", dc: 1, node: 0, sess: filepath.Join(dir, "a.json"), phone: "9996611002"},
+		{name: "b", dc: 2, node: 1, sess: filepath.Join(dir, "b.json"), phone: "9996621002"},
+	}
+	for i := range users {
+		users[i].user = f.fedSignUp(users[i].dc, users[i].node, users[i].sess, users[i].phone)
+	}
+	// Before the cut: they talk once, so each DC has a copy of the other's
+	// user, and each client has the other as a peer.
+	f.chatAllWays(users, 0)
+	peers := make([]tg.InputPeerClass, len(users))
+	for i, u := range users {
+		c := f.client(u.dc, u.node, u.sess)
+		if err := runClient(c, func(ctx context.Context) (err error) {
+			peers[i], err = importPhone(ctx, c.API(), users[1-i].phone)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	f.cut(1, 2)
+	t.Log("cut DC1 from DC2")
+	const n = 15
+	rec := hist.NewRecorder(hist.Options{})
+	rid := func(u, i int) int64 { return int64(900000 + u*1000 + i) }
+	var wg sync.WaitGroup
+	errs := make(chan error, len(users))
+	for ui, u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Spread over the DC's nodes: any of them serves its users.
+			for i := range n {
+				node := i % len(f.dcs[u.dc].nodes)
+				c := f.client(u.dc, node, u.sess)
+				op := rec.BeginSend(ui, u.name, rid(ui, i))
+				err := runClient(c, func(ctx context.Context) error {
+					res, err := c.API().MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{
+						Peer: peers[ui], Message: wanText(u.name, i), RandomID: rid(ui, i),
+					})
+					if err != nil {
+						return err
+					}
+					id, ok := sentID(res, rid(ui, i))
+					if !ok {
+						return fmt.Errorf("no message id in %T", res)
+					}
+					op.Ok(id)
+					return nil
+				})
+				if err != nil {
+					op.Unknown()
+					errs <- fmt.Errorf("%s's send %d during the cut: %w", u.name, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err) // a DC cut off from another still serves its own users
+	}
+	// Nothing crossed yet: the sends wait in DC1's and DC2's outboxes.
+	for ui, u := range users {
+		v := users[1-ui]
+		c := f.client(v.dc, v.node, v.sess)
+		if err := runClient(c, func(ctx context.Context) error {
+			h, err := history(ctx, c.API(), peers[1-ui])
+			if err != nil {
+				return err
+			}
+			for _, text := range h {
+				if _, ok := wanIndex(text, u.name); ok {
+					return fmt.Errorf("%s's message %q reached %s across the cut", u.name, text, v.name)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	f.setFaults(1, "")
+	f.setFaults(2, "")
+	t.Log("healed")
+	final := map[string][]hist.Entry{}
+	for ui, u := range users {
+		v := users[1-ui]
+		c := f.client(v.dc, v.node, v.sess)
+		var got []hist.Entry
+		err := runClient(c, func(ctx context.Context) error {
+			op := rec.BeginRead(2, u.name)
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				h, err := history(ctx, c.API(), peers[1-ui])
+				if err != nil {
+					op.Unknown()
+					return err
+				}
+				got = got[:0]
+				for _, id := range sortedIDs(h) {
+					if i, ok := wanIndex(h[id], u.name); ok {
+						got = append(got, hist.Entry{RandomID: rid(ui, i)})
+					}
+				}
+				if len(got) >= n || time.Now().After(deadline) {
+					op.ReadOk(got)
+					return nil
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		final[u.name] = got
+		if len(got) != n {
+			t.Errorf("%s's box has %d of %s's %d messages after healing", v.name, len(got), u.name, n)
+		}
+	}
+	res, err := rec.Check(time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Ok() {
+		path := filepath.Join(t.TempDir(), "history.html")
+		res.WriteVisualization(path)
+		t.Fatalf("history check: %s (visualization in %s)", res, path)
+	}
+	if err := rec.Audit(final); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("history: %s", res)
 }

@@ -175,6 +175,8 @@ func newCommand(kind string) (func([]byte) (Command, error), bool) {
 		return decodeAs[StoreAuthKey], true
 	case InitSecrets{}.Kind():
 		return decodeAs[InitSecrets], true
+	case RemoteUser{}.Kind():
+		return decodeAs[RemoteUser], true
 	}
 	return nil, false
 }
@@ -191,7 +193,7 @@ func registeredCommands() []Command {
 		SendMessage{}, DeliverMessage{}, ForwardMessages{}, EditMessage{},
 		DeleteMessages{}, ReadHistory{}, EditCopy{}, DeleteCopies{}, ReadOutbox{},
 		BlockedBy{}, DeviceIndex{}, Inbox{}, OutboxAck{},
-		StoreAuthKey{}, InitSecrets{},
+		StoreAuthKey{}, InitSecrets{}, RemoteUser{},
 	}
 }
 

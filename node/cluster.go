@@ -64,7 +64,7 @@ type clusterNode struct {
 	// nil unless cluster.fault_injection.
 	faults    *cluster.Faults
 	faultConn net.PacketConn
-	layout  messaging.Layout
+	layout    messaging.Layout
 	// pumpWake[g] wakes group g's outbox pump; pumps[g] is its state.
 	pumpWake []chan struct{}
 	pumps    []*pump

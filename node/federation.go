@@ -1,7 +1,9 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +55,10 @@ type federation struct {
 	saved []string // the peers last stored
 
 	next atomic.Uint32 // spreads cross-DC requests over the other DC's members
+
+	copyMu  sync.Mutex
+	freshAt map[string]time.Time // user keys last read from their home
+	downAt  map[int]time.Time    // DCs whose last read failed
 }
 
 func newFederation(c *clusterNode, gossipKey []byte, meta *storage.Table) (*federation, error) {
@@ -447,4 +453,95 @@ func (c *clusterNode) acceptDCBatch(ctx context.Context, b dcBatch) error {
 		}
 	}
 	return first
+}
+
+// Copies of other DCs' users (messaging.RemoteUser): a record read from
+// its home within copyFresh is served from this DC's copy with no WAN
+// round trip; after a failed read of a DC, reads skip it for dcDownFor
+// and serve copies, so a cut link costs one timeout, not one per read.
+const (
+	copyFresh  = 30 * time.Second
+	dcDownFor  = 5 * time.Second
+	maxFreshes = 100000
+)
+
+// remoteGet reads a key homed in DC dc. A user record comes from its
+// home, refreshing this DC's copy when it changed, or from the copy when
+// the home cannot be reached or answered recently; other keys (phone
+// index entries) only from the home.
+func (r *shardReader) remoteGet(dc int, k []byte) ([]byte, error) {
+	f := r.c.fed
+	if !bytes.HasPrefix(k, []byte("user/")) {
+		return f.get(r.ctx, dc, k)
+	}
+	local, lerr := r.localGet(k)
+	if lerr == nil && (f.fresh(k) || f.down(dc)) {
+		return local, nil
+	}
+	v, err := f.get(r.ctx, dc, k)
+	switch {
+	case err == nil:
+		f.touch(k, dc, true)
+		if lerr != nil || !bytes.Equal(v, local) {
+			f.storeCopy(k, v)
+		}
+		return v, nil
+	case errors.Is(err, storage.ErrNotFound):
+		return nil, err
+	}
+	f.touch(k, dc, false)
+	if lerr == nil {
+		return local, nil
+	}
+	return nil, err
+}
+
+// fresh reports whether k was read from its home within copyFresh.
+func (f *federation) fresh(k []byte) bool {
+	f.copyMu.Lock()
+	defer f.copyMu.Unlock()
+	at, ok := f.freshAt[string(k)]
+	return ok && time.Since(at) < copyFresh
+}
+
+// down reports whether a read of DC dc failed within dcDownFor.
+func (f *federation) down(dc int) bool {
+	f.copyMu.Lock()
+	defer f.copyMu.Unlock()
+	return time.Since(f.downAt[dc]) < dcDownFor
+}
+
+// touch records a read of k from DC dc: answered (fresh) or failed.
+func (f *federation) touch(k []byte, dc int, ok bool) {
+	f.copyMu.Lock()
+	defer f.copyMu.Unlock()
+	if f.freshAt == nil || len(f.freshAt) >= maxFreshes {
+		f.freshAt = map[string]time.Time{}
+	}
+	if f.downAt == nil {
+		f.downAt = map[int]time.Time{}
+	}
+	if ok {
+		f.freshAt[string(k)] = time.Now()
+		delete(f.downAt, dc)
+	} else {
+		f.downAt[dc] = time.Now()
+	}
+}
+
+// storeCopy proposes this DC's copy of a user record, in the background:
+// a copy that fails to store is stored at a later read.
+func (f *federation) storeCopy(k, v []byte) {
+	id := int64(binary.BigEndian.Uint64(k[len("user/"):]))
+	if len(v) > messaging.MaxRemoteRecord {
+		return
+	}
+	cmd := messaging.RemoteUser{ID: id, Record: append([]byte(nil), v...)}
+	f.c.spawn(func() {
+		ctx, cancel := context.WithTimeout(f.c.ctx, f.c.cfg.Cluster.HoldTimeout.Duration)
+		defer cancel()
+		if _, err := f.c.proposeTo(ctx, f.c.layout.DirGroup(), cmd); err != nil {
+			f.c.log.Debug("store a copy of another DC's user", "user", id, "err", err)
+		}
+	})
 }

@@ -33,6 +33,9 @@ func FuzzRPC(f *testing.F) {
 	f.Add(append([]byte{stRPCError}, `{"Code":99999,"Message":""}`...))
 	f.Add(append([]byte{opCall}, `{"Body":"AA=="}`...))
 	f.Add([]byte{opCall, '{', '"', 'L'})
+	f.Add(append([]byte{opDCInbox}, `{"SrcDC":2,"SrcGroup":3,"Seqs":[1,2],"Steps":["AQI=","AwQ="]}`...))
+	f.Add(append([]byte{opDCInbox}, `{"SrcDC":0,"SrcGroup":70000,"Seqs":[2,1],"Steps":["",""]}`...))
+	f.Add(append([]byte{opDCGet}, "user/\x00\x00\x02\x00\x00\x00\x00\x01"...))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) == 0 {
 			return
@@ -56,6 +59,16 @@ func FuzzRPC(f *testing.F) {
 		if g, cmd, err := parsePropose(body, layoutFor(groups-2, 1)); err == nil {
 			if in, ok := cmd.(messaging.Inbox); !ok || in.Group != g || g >= groups {
 				t.Fatalf("accepted proposal %T for group %d", cmd, g)
+			}
+		}
+		if b, err := parseDCBatch(body); err == nil {
+			if b.SrcDC < 1 || b.SrcDC > 1000 || len(b.Seqs) != len(b.Steps) || len(b.Steps) == 0 || len(b.Steps) > messaging.InboxMaxSteps {
+				t.Fatalf("accepted dc batch %+v", b)
+			}
+			for i := 1; i < len(b.Seqs); i++ {
+				if b.Seqs[i] <= b.Seqs[i-1] {
+					t.Fatalf("accepted dc batch with seqs out of order: %v", b.Seqs)
+				}
 			}
 		}
 		if id, rec, err := parseKeyRequest(op, body); err == nil {

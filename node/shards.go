@@ -196,8 +196,13 @@ func (r *shardReader) local(g int) *storage.Txn {
 
 func (r *shardReader) Get(k []byte) ([]byte, error) {
 	if dc, ok := messaging.DCOfKey(k, r.c.fed.phoneHome); ok && dc != r.c.cfg.DC && dc != 0 {
-		return r.c.fed.get(r.ctx, dc, k)
+		return r.remoteGet(dc, k)
 	}
+	return r.localGet(k)
+}
+
+// localGet reads a key of this DC from its group.
+func (r *shardReader) localGet(k []byte) ([]byte, error) {
 	g, err := r.c.layout.GroupOfKey(k)
 	if err != nil {
 		return nil, err
@@ -371,7 +376,8 @@ func (c *clusterNode) proposeTo(ctx context.Context, g int, cmd messaging.Comman
 }
 
 // parsePropose decodes an opPropose body: the group and an encoded
-// command, which must be an Inbox for that group.
+// command, which must be an Inbox for that group or, for the directory,
+// a copy of another DC's user.
 func parsePropose(body []byte, l messaging.Layout) (int, messaging.Command, error) {
 	if len(body) < 4 {
 		return 0, nil, errors.New("bad propose: short")
@@ -383,6 +389,9 @@ func parsePropose(body []byte, l messaging.Layout) (int, messaging.Command, erro
 	cmd, _, err := messaging.DecodeCommand(body[4:])
 	if err != nil {
 		return 0, nil, err
+	}
+	if _, ok := cmd.(messaging.RemoteUser); ok && g == l.DirGroup() {
+		return g, cmd, nil
 	}
 	in, ok := cmd.(messaging.Inbox)
 	if !ok || in.Group != g || l.GroupOf(in) != g || !l.ValidSource(in.Src) {
