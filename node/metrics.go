@@ -1,9 +1,14 @@
 package node
 
 import (
+	"slices"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mtnode/mtnode/storage"
 )
 
 func groupLabel(g int) string { return strconv.Itoa(g) }
@@ -28,7 +33,18 @@ type clusterMetrics struct {
 	outboxPending  *prometheus.GaugeVec
 	outboxSteps    *prometheus.CounterVec
 	followerReads  *prometheus.CounterVec
+	dcQueueDepth   *prometheus.GaugeVec
+	dcQueueAge     *prometheus.GaugeVec
+
+	// dcMu guards dcSeries: per group, the DCs it has queue series for.
+	dcMu     sync.Mutex
+	dcSeries map[int][]int
 }
+
+// maxQueueDC is the largest DC id given a queue series: config's range
+// of DC ids (1..1000). With at most 2 + 1024 groups, the queue metrics
+// stay bounded whatever an outbox holds.
+const maxQueueDC = 1000
 
 func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 	m := &clusterMetrics{
@@ -85,9 +101,68 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 		followerReads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mtnode_follower_reads_total", Help: "Read-only calls a follower of their group served itself (local) or forwarded after all.",
 		}, []string{"result"}),
+		dcQueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mtnode_dc_queue_depth", Help: "Steps bound for another DC not acknowledged yet, in the outbox of a group this node leads, by DC and group.",
+		}, []string{"dc", "group"}),
+		dcQueueAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mtnode_dc_queue_age_seconds", Help: "Age of the oldest step bound for another DC not acknowledged yet, in the outbox of a group this node leads, by DC and group.",
+		}, []string{"dc", "group"}),
+		dcSeries: map[int][]int{},
 	}
 	reg.MustRegister(m.applySeconds, m.leaderChanges, m.isLeader, m.groupsLed, m.appliedIndex, m.commitIndex,
 		m.applyLag, m.snapshotBytes, m.members, m.gossipHealth, m.autopilotSteps, m.forwarded,
-		m.forwardSeconds, m.pushFrames, m.outboxPending, m.outboxSteps, m.followerReads)
+		m.forwardSeconds, m.pushFrames, m.outboxPending, m.outboxSteps, m.followerReads,
+		m.dcQueueDepth, m.dcQueueAge)
 	return m
+}
+
+// reportDCQueues sets group g's queue metrics from tx, its leader's
+// replica (the snapshot the pump round reads). A failed read leaves them
+// as they were.
+func (c *clusterNode) reportDCQueues(g int, tx storage.Reader) {
+	qs, err := remoteQueues(tx, len(c.groups), time.Now().Unix())
+	if err != nil {
+		c.log.Warn("read queues to other DCs", "group", g, "err", err)
+		return
+	}
+	c.metrics.setDCQueues(g, qs)
+}
+
+// setDCQueues sets group g's queues to other DCs: a DC drained since an
+// earlier call reads 0 (its series stays while this node leads g). DC
+// ids outside config's range get no series.
+func (m *clusterMetrics) setDCQueues(g int, qs []DCQueue) {
+	group := groupLabel(g)
+	m.dcMu.Lock()
+	defer m.dcMu.Unlock()
+	seen := m.dcSeries[g]
+	for _, dc := range seen {
+		if !slices.ContainsFunc(qs, func(q DCQueue) bool { return q.DC == dc }) {
+			m.dcQueueDepth.WithLabelValues(strconv.Itoa(dc), group).Set(0)
+			m.dcQueueAge.WithLabelValues(strconv.Itoa(dc), group).Set(0)
+		}
+	}
+	for _, q := range qs {
+		if q.DC < 1 || q.DC > maxQueueDC {
+			continue
+		}
+		m.dcQueueDepth.WithLabelValues(strconv.Itoa(q.DC), group).Set(float64(q.Depth))
+		m.dcQueueAge.WithLabelValues(strconv.Itoa(q.DC), group).Set(float64(q.AgeSeconds))
+		if !slices.Contains(seen, q.DC) {
+			seen = append(seen, q.DC)
+		}
+	}
+	m.dcSeries[g] = seen
+}
+
+// clearDCQueues deletes group g's queue series: this node no longer
+// leads g, and g's new leader reports them.
+func (m *clusterMetrics) clearDCQueues(g int) {
+	m.dcMu.Lock()
+	defer m.dcMu.Unlock()
+	for _, dc := range m.dcSeries[g] {
+		m.dcQueueDepth.DeleteLabelValues(strconv.Itoa(dc), groupLabel(g))
+		m.dcQueueAge.DeleteLabelValues(strconv.Itoa(dc), groupLabel(g))
+	}
+	delete(m.dcSeries, g)
 }

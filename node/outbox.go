@@ -113,6 +113,7 @@ func (p *pump) round(ctx context.Context) (busy, ok bool) {
 	grp := c.groups[g]
 	if !grp.IsLeader() {
 		c.metrics.outboxPending.WithLabelValues(groupLabel(g)).Set(0)
+		c.metrics.clearDCQueues(g)
 		p.mu.Lock()
 		clear(p.carried) // a later leadership starts from the outbox
 		p.mu.Unlock()
@@ -124,6 +125,7 @@ func (p *pump) round(ctx context.Context) (busy, ok bool) {
 	after := maps.Clone(p.carried)
 	p.mu.Unlock()
 	pending, err := messaging.PendingOutbox(&snap.Txn, len(c.groups), after)
+	c.reportDCQueues(g, &snap.Txn)
 	snap.Discard()
 	if err != nil {
 		c.log.Error("read outbox", "group", g, "err", err)

@@ -35,6 +35,65 @@ type NodeStatus struct {
 	Groups []GroupStatus `json:"groups"`
 	// Leads counts the groups this node leads.
 	Leads int `json:"leads"`
+	// DCQueues is what waits for other DCs in the outboxes of the groups
+	// this node leads, read from its replicas of them: one entry per DC
+	// with steps not acknowledged yet, in DC order. Each group has one
+	// leader, so the DC's queues are the sum over its members
+	// (SumDCQueues).
+	DCQueues []DCQueue `json:"dc_queues,omitempty"`
+}
+
+// DCQueue is the steps bound for another DC that wait in outboxes: a DC
+// that cannot reach another keeps them, durably, until it can.
+type DCQueue struct {
+	// DC is the other DC's id.
+	DC int `json:"dc"`
+	// Depth counts the steps not acknowledged yet (those on their way
+	// included).
+	Depth int `json:"depth"`
+	// AgeSeconds is how long the oldest of them has waited: from the
+	// time its command was proposed (by the proposer's clock) to now.
+	AgeSeconds int64 `json:"age_seconds"`
+}
+
+// SumDCQueues adds lists of queues up, per DC: depths add, the oldest
+// age wins. The result is in DC order.
+func SumDCQueues(lists ...[]DCQueue) []DCQueue {
+	var out []DCQueue
+	for _, l := range lists {
+		for _, q := range l {
+			i, found := slices.BinarySearchFunc(out, q.DC, func(e DCQueue, dc int) int { return e.DC - dc })
+			if !found {
+				out = slices.Insert(out, i, DCQueue{DC: q.DC})
+			}
+			out[i].Depth += q.Depth
+			out[i].AgeSeconds = max(out[i].AgeSeconds, q.AgeSeconds)
+		}
+	}
+	return out
+}
+
+// remoteQueues reads one group's outbox (tx is its replica, groups the
+// DC's group count) for the other DCs it holds steps for, at now (Unix
+// seconds), in DC order.
+func remoteQueues(tx storage.Reader, groups int, now int64) ([]DCQueue, error) {
+	depth, err := messaging.OutboxDepth(tx, groups)
+	if err != nil {
+		return nil, fmt.Errorf("outbox depth: %w", err)
+	}
+	var out []DCQueue
+	for dest, n := range depth {
+		if dest >= 0 {
+			continue
+		}
+		age, err := messaging.OutboxAge(tx, dest, now)
+		if err != nil {
+			return nil, fmt.Errorf("outbox age for dc %d: %w", messaging.RemoteDC(dest), err)
+		}
+		out = append(out, DCQueue{DC: messaging.RemoteDC(dest), Depth: n, AgeSeconds: age})
+	}
+	slices.SortFunc(out, func(a, b DCQueue) int { return a.DC - b.DC })
+	return out, nil
 }
 
 // GroupStatus is one raft group as one replica sees it.
@@ -56,11 +115,22 @@ type GroupStatus struct {
 
 func (c *clusterNode) status() NodeStatus {
 	var groups []GroupStatus
+	var queues []DCQueue
 	leads := 0
+	now := time.Now().Unix()
 	for g := range c.groups {
 		gs := c.groupStatus(replication.ShardID(g))
 		if gs.State == raft.Leader.String() {
 			leads++
+			// Only a leader's: a group's queues are counted once in the
+			// DC, by whoever leads it, and its replica here is current.
+			if err := c.groups[g].View(func(tx *storage.Txn) error {
+				qs, err := remoteQueues(tx, len(c.groups), now)
+				queues = SumDCQueues(queues, qs)
+				return err
+			}); err != nil {
+				c.log.Warn("read queues to other DCs", "group", g, "err", err)
+			}
 		}
 		groups = append(groups, gs)
 	}
@@ -78,6 +148,7 @@ func (c *clusterNode) status() NodeStatus {
 		Group:      groups[metaGroup],
 		Groups:     groups,
 		Leads:      leads,
+		DCQueues:   queues,
 	}
 }
 

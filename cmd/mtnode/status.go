@@ -89,6 +89,7 @@ func printStatus(w io.Writer, st node.ClusterStatus) {
 			orDash(strings.Join(gs.NonVoters, ",")), gs.CommitIndex, gs.AppliedIndex, outbox)
 	}
 	tw.Flush()
+	printDCQueues(w, st)
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tMESH\tDC\tROLE\tAPPLIED\tLAG\tLEADS\tSTATE")
@@ -123,6 +124,42 @@ func printStatus(w io.Writer, st node.ClusterStatus) {
 		}
 	}
 	tw.Flush()
+}
+
+// printDCQueues prints what waits for other DCs, per DC, summed over the
+// members' statuses: each reports the groups it leads, and each group is
+// led by one node, so every group is counted once (a leader deposed a
+// moment ago may count its group a second time until it notices). Groups
+// led by a member that did not answer are missing, and it says so.
+// Nothing is printed when nothing waits.
+func printDCQueues(w io.Writer, st node.ClusterStatus) {
+	var lists [][]node.DCQueue
+	var silent []string
+	for _, m := range st.Members {
+		if m.Status != nil {
+			lists = append(lists, m.Status.DCQueues)
+		} else {
+			silent = append(silent, m.ID)
+		}
+	}
+	if len(st.Members) == 0 {
+		lists = append(lists, st.Self.DCQueues) // asked with ?members=0
+	}
+	qs := node.SumDCQueues(lists...)
+	if len(qs) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "QUEUES TO OTHER DCs")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DC\tDEPTH\tOLDEST")
+	for _, q := range qs {
+		fmt.Fprintf(tw, "%d\t%d\t%s\n", q.DC, q.Depth, time.Duration(q.AgeSeconds)*time.Second)
+	}
+	tw.Flush()
+	if len(silent) > 0 {
+		fmt.Fprintf(w, "(not counted: the groups led by %s, which did not answer)\n", strings.Join(silent, ", "))
+	}
 }
 
 func roleOf(id string, g node.GroupStatus) string {
