@@ -130,9 +130,36 @@ func (s *Service) accountUpdateUsername(ctx context.Context, username string) (t
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.applyCommand(ctx, "account.updateUsername", messaging.UpdateUsername{
-		UserID: uid, Username: username, Auth: callFrom(ctx).PermKeyID,
-	}); err != nil {
+	cmd := messaging.UpdateUsername{UserID: uid, Username: username, Auth: callFrom(ctx).PermKeyID}
+	if s.opts.ClaimUsername != nil {
+		// In a federation the name is first claimed where the
+		// federation's usernames are kept, so no two DCs give it out.
+		if username != "" && !messaging.ValidUsername(username) {
+			return nil, errUsernameInvalid
+		}
+		var old string
+		if err := s.viewState(ctx, "account.updateUsername", func(tx storage.Reader) error {
+			u, ok, err := messaging.GetUser(tx, uid)
+			if err == nil && !ok {
+				return errUserInvalid
+			}
+			if u != nil {
+				old = u.Username
+			}
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if old == username {
+			return nil, tgerr.New(400, "USERNAME_NOT_MODIFIED")
+		}
+		claimed, err := s.opts.ClaimUsername(ctx, uid, old, username)
+		if err != nil {
+			return nil, s.commandError("account.updateUsername", err)
+		}
+		cmd.Claimed = claimed
+	}
+	if _, err := s.applyCommand(ctx, "account.updateUsername", cmd); err != nil {
 		return nil, err
 	}
 	return s.selfUser(ctx, "account.updateUsername", uid)

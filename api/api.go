@@ -53,6 +53,10 @@ type Options struct {
 	// PhoneHome returns a normalized number's home DC; nil homes every
 	// number in this DC.
 	PhoneHome func(phone string) int
+	// ClaimUsername takes a username for a user where a federation keeps
+	// its usernames, releasing old; claimed false means that is this DC
+	// and the local command does it. Nil: usernames are this DC's alone.
+	ClaimUsername func(ctx context.Context, uid int64, old, name string) (claimed bool, err error)
 }
 
 // State is the messaging state the API reads and changes.

@@ -131,6 +131,9 @@ type Federation struct {
 	PhoneDCs string `toml:"phone_dcs"`
 	// DefaultDC homes a number no prefix matches.
 	DefaultDC int `toml:"default_dc"`
+	// UsernameDC keeps the federation's usernames: a username is claimed
+	// there, so two DCs can never hand out the same one.
+	UsernameDC int `toml:"username_dc"`
 }
 
 // Routing configures calls that belong to another DC.
@@ -337,7 +340,7 @@ func Default() Config {
 			SnapshotEntries:   16384,
 			SnapshotInterval:  Duration{2 * time.Minute},
 		},
-		Federation: Federation{DefaultDC: 1},
+		Federation: Federation{DefaultDC: 1, UsernameDC: 1},
 	}
 }
 
@@ -565,6 +568,9 @@ func fields() []field {
 		}},
 		{"federation.default_dc", func(c *Config) any { return &c.Federation.DefaultDC }, func(c *Config) string {
 			return checkIntRange(c.Federation.DefaultDC, minDC, maxDC)
+		}},
+		{"federation.username_dc", func(c *Config) any { return &c.Federation.UsernameDC }, func(c *Config) string {
+			return checkIntRange(c.Federation.UsernameDC, minDC, maxDC)
 		}},
 		{"routing.assist", func(c *Config) any { return &c.Routing.Assist }, func(c *Config) string { return "" }},
 	}

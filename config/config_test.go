@@ -209,6 +209,7 @@ func TestEveryKeyFromEveryLayer(t *testing.T) {
 		"cluster.fault_injection":    {"false", `false`, func(c *Config) bool { return !c.Cluster.FaultInjection }},
 		"federation.phone_dcs":       {"1:1,44:2", `"1:1,44:2"`, func(c *Config) bool { return c.Federation.PhoneDCs == "1:1,44:2" }},
 		"federation.default_dc":      {"3", `3`, func(c *Config) bool { return c.Federation.DefaultDC == 3 }},
+		"federation.username_dc":     {"2", `2`, func(c *Config) bool { return c.Federation.UsernameDC == 2 }},
 		"routing.assist":             {"true", `true`, func(c *Config) bool { return c.Routing.Assist }},
 	}
 	flagFor := map[string]string{}

@@ -15,6 +15,7 @@ import (
 	"github.com/gotd/td/telegram"
 	"github.com/gotd/td/telegram/auth"
 	"github.com/gotd/td/tg"
+	"github.com/gotd/td/tgerr"
 
 	hist "github.com/mtnode/mtnode/internal/history"
 	"github.com/mtnode/mtnode/internal/mtclient"
@@ -186,6 +187,54 @@ func TestFederation(t *testing.T) {
 		{name: "c", dc: 3, node: 0, sess: sessC, user: c, phone: "9996631001"},
 	}
 	f.chatAllWays(users, 0)
+
+	// Usernames are unique across the federation: a (DC1) and b (DC2)
+	// race for the same names; exactly one wins each, and c (DC3)
+	// resolves every name to its winner.
+	for k := range 4 {
+		name := fmt.Sprintf("fedname%d", k)
+		won := make([]error, 2)
+		var wg sync.WaitGroup
+		for i, u := range users[:2] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cl := f.client(u.dc, u.node, u.sess)
+				won[i] = runClient(cl, func(ctx context.Context) error {
+					_, err := cl.API().AccountUpdateUsername(ctx, name)
+					return err
+				})
+			}()
+		}
+		wg.Wait()
+		winner := -1
+		for i, err := range won {
+			switch {
+			case err == nil && winner < 0:
+				winner = i
+			case err == nil:
+				t.Fatalf("%s: both a and b took it", name)
+			case !tgerr.Is(err, "USERNAME_OCCUPIED"):
+				t.Fatalf("%s for %s: %v, want success or USERNAME_OCCUPIED", name, users[i].name, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("%s: nobody took it: %v", name, won)
+		}
+		cl := f.client(3, 0, sessC)
+		if err := runClient(cl, func(ctx context.Context) error {
+			r, err := cl.API().ContactsResolveUsername(ctx, &tg.ContactsResolveUsernameRequest{Username: name})
+			if err != nil {
+				return fmt.Errorf("resolve %s: %w", name, err)
+			}
+			if p, ok := r.Peer.(*tg.PeerUser); !ok || p.UserID != users[winner].user.ID {
+				return fmt.Errorf("%s resolves to %v, want %s", name, r.Peer, users[winner].name)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // fedUser is a signed-up user of a federation test and where it

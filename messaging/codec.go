@@ -177,6 +177,8 @@ func newCommand(kind string) (func([]byte) (Command, error), bool) {
 		return decodeAs[InitSecrets], true
 	case RemoteUser{}.Kind():
 		return decodeAs[RemoteUser], true
+	case ClaimUsername{}.Kind():
+		return decodeAs[ClaimUsername], true
 	}
 	return nil, false
 }
@@ -193,7 +195,7 @@ func registeredCommands() []Command {
 		SendMessage{}, DeliverMessage{}, ForwardMessages{}, EditMessage{},
 		DeleteMessages{}, ReadHistory{}, EditCopy{}, DeleteCopies{}, ReadOutbox{},
 		BlockedBy{}, DeviceIndex{}, Inbox{}, OutboxAck{},
-		StoreAuthKey{}, InitSecrets{}, RemoteUser{},
+		StoreAuthKey{}, InitSecrets{}, RemoteUser{}, ClaimUsername{},
 	}
 }
 

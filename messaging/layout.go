@@ -92,20 +92,33 @@ func (l Layout) DestOf(step Command) int {
 	return l.GroupOf(step)
 }
 
+// Homes says where federation-wide directory keys live.
+type Homes struct {
+	// Phone is a number's home DC.
+	Phone func(phone string) int
+	// UsernameDC keeps the federation's usernames.
+	UsernameDC int
+}
+
 // DCOfKey says which DC holds a directory key that may belong to another
 // DC: a user's public record (user/<id>) lives in the id's home DC, a
-// phone's index entry (phone/<digits>) in the number's home DC, given by
-// phoneHome. ok is false for every other key, which is this DC's.
-func DCOfKey(k []byte, phoneHome func(string) int) (dc int, ok bool) {
+// phone's index entry (phone/<digits>) in the number's home DC, a
+// username's (uname/<name>) in the username DC. ok is false for every
+// other key, which is this DC's.
+func DCOfKey(k []byte, h Homes) (dc int, ok bool) {
 	kind, rest, _ := bytes.Cut(k, []byte{'/'})
 	switch string(kind) {
+	case "uname":
+		if h.UsernameDC != 0 {
+			return h.UsernameDC, true
+		}
 	case "user":
 		if len(rest) == 8 {
 			return HomeDC(int64(binary.BigEndian.Uint64(rest))), true
 		}
 	case "phone":
-		if phoneHome != nil && len(rest) > 0 {
-			return phoneHome(string(rest)), true
+		if h.Phone != nil && len(rest) > 0 {
+			return h.Phone(string(rest)), true
 		}
 	}
 	return 0, false

@@ -136,6 +136,9 @@ type UpdateUsername struct {
 	UserID   int64
 	Username string
 	Auth     int64
+	// Claimed says the federation's username DC took the name already
+	// (ClaimUsername): only the user's record changes here.
+	Claimed bool `json:",omitempty"`
 }
 
 // Kind implements Command.
@@ -144,6 +147,9 @@ func (UpdateUsername) Kind() string { return "account.update_username" }
 func (c UpdateUsername) apply(tx *storage.Txn, env Env) (any, error) {
 	if c.Username != "" && !ValidUsername(c.Username) {
 		return nil, errUsernameInvalid
+	}
+	if c.Claimed {
+		return c.applyClaimed(tx)
 	}
 	u, ok, err := GetUser(tx, c.UserID)
 	if err != nil {
@@ -183,6 +189,74 @@ func (c UpdateUsername) apply(tx *storage.Txn, env Env) (any, error) {
 		return nil, err
 	}
 	return Applied{Result: u, Events: []Event{ev}}, nil
+}
+
+// applyClaimed changes the user's record only: the username index is
+// the federation's username DC's, where the name was claimed.
+func (c UpdateUsername) applyClaimed(tx *storage.Txn) (any, error) {
+	u, ok, err := GetUser(tx, c.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, Reject(400, "USER_ID_INVALID")
+	}
+	if u.Username == c.Username {
+		return nil, errUsernameNotModified
+	}
+	u.Username = c.Username
+	if err := putJSON(tx, key("user", u.ID), u); err != nil {
+		return nil, err
+	}
+	ev, err := userNameEvent(u, c.Auth)
+	if err != nil {
+		return nil, err
+	}
+	return Applied{Result: u, Events: []Event{ev}}, nil
+}
+
+// ClaimUsername takes a username for a user of any DC of the federation,
+// in the directory of the DC that keeps the federation's usernames: it
+// is rejected with USERNAME_OCCUPIED when another user holds the name,
+// and releases Old when it was the user's. The user's home DC then
+// records the name in the user's record (UpdateUsername with Claimed).
+type ClaimUsername struct {
+	UserID   int64
+	Username string
+	Old      string
+}
+
+// Kind implements Command.
+func (ClaimUsername) Kind() string { return "account.claim_username" }
+
+func (c ClaimUsername) apply(tx *storage.Txn, env Env) (any, error) {
+	if (c.Username != "" && !ValidUsername(c.Username)) || (c.Old != "" && !ValidUsername(c.Old)) {
+		return nil, errUsernameInvalid
+	}
+	if c.Username != "" {
+		owner, taken, err := UserByUsername(tx, c.Username)
+		if err != nil {
+			return nil, err
+		}
+		if taken && owner != c.UserID {
+			return nil, errUsernameOccupied
+		}
+		if err := putInt(tx, key("uname", strings.ToLower(c.Username)), c.UserID); err != nil {
+			return nil, err
+		}
+	}
+	if c.Old != "" && !strings.EqualFold(c.Old, c.Username) {
+		owner, taken, err := UserByUsername(tx, c.Old)
+		if err != nil {
+			return nil, err
+		}
+		if taken && owner == c.UserID {
+			if err := tx.Delete(key("uname", strings.ToLower(c.Old))); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return nil, nil
 }
 
 // SearchUsernames lists users whose username starts with prefix

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gotd/td/tg"
+	"github.com/gotd/td/tgerr"
 	"github.com/hashicorp/raft"
 
 	"github.com/mtnode/mtnode/cluster"
@@ -255,6 +256,71 @@ func (f *federation) phoneHome(phone string) int {
 	return f.c.cfg.Federation.DefaultDC
 }
 
+// usernameDC is the DC that keeps the federation's usernames, 0 when
+// this DC is not federated (it keeps its own).
+func (f *federation) usernameDC() int {
+	if !f.federated() {
+		return 0
+	}
+	return f.c.cfg.Federation.UsernameDC
+}
+
+// homes says where federation-wide directory keys live.
+func (f *federation) homes() messaging.Homes {
+	return messaging.Homes{Phone: f.phoneHome, UsernameDC: f.usernameDC()}
+}
+
+// claimUsername takes a username for user uid at the federation's
+// username DC, releasing old. claimed is false when that DC is this one:
+// the local command does it all.
+func (f *federation) claimUsername(ctx context.Context, uid int64, old, name string) (claimed bool, err error) {
+	dc := f.usernameDC()
+	if dc == 0 || dc == f.c.cfg.DC {
+		return false, nil
+	}
+	body, err := messaging.EncodeCommand(messaging.ClaimUsername{UserID: uid, Username: name, Old: old}, messaging.Env{})
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.c.cfg.Cluster.HoldTimeout.Duration)
+	defer cancel()
+	st, resp, err := f.dcRequest(ctx, dc, append([]byte{opDCClaim}, body...))
+	if err != nil {
+		return false, err
+	}
+	if st != stOK {
+		return false, statusErr(st, resp)
+	}
+	return true, nil
+}
+
+// serveDCClaim runs another DC's username claim here, the username DC.
+func (c *clusterNode) serveDCClaim(ctx context.Context, body []byte) (byte, []byte) {
+	cmd, _, err := messaging.DecodeCommand(body)
+	claim, ok := cmd.(messaging.ClaimUsername)
+	if err != nil || !ok {
+		return stFailed, []byte("bad username claim")
+	}
+	if c.fed.usernameDC() != c.cfg.DC {
+		return stFailed, []byte("this DC does not keep the federation's usernames")
+	}
+	if messaging.HomeDC(claim.UserID) == c.cfg.DC {
+		return stFailed, []byte("a claim for a user of this DC must come from here")
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Cluster.HoldTimeout.Duration)
+	defer cancel()
+	_, err = c.proposeTo(ctx, c.layout.DirGroup(), claim)
+	var te *tgerr.Error
+	switch {
+	case err == nil:
+		return stOK, nil
+	case errors.Is(err, messaging.ErrRejected) && errors.As(err, &te):
+		b, _ := json.Marshal(rpcError{Code: te.Code, Message: te.Message})
+		return stRPCError, b
+	}
+	return stFailed, []byte(err.Error())
+}
+
 // errNoFederationSecrets: no member of another DC answered with the
 // federation's secrets.
 var errNoFederationSecrets = errors.New("no other DC answered")
@@ -288,6 +354,7 @@ func (f *federation) close() {
 const (
 	opDCGet   byte = 9  // body: a directory key homed in the receiver's DC; ok body: its value
 	opDCInbox byte = 10 // body: JSON dcBatch; ok once every step is applied or skipped
+	opDCClaim byte = 11 // body: an encoded messaging.ClaimUsername, for the username DC
 )
 
 // dcBatch is a group's outbox entries for the users of another DC.
@@ -371,7 +438,7 @@ func (c *clusterNode) serveDCGet(ctx context.Context, k []byte) (byte, []byte) {
 	if len(k) == 0 || len(k) > maxReadKey {
 		return stFailed, []byte("bad dc read: key length")
 	}
-	if dc, ok := messaging.DCOfKey(k, c.fed.phoneHome); !ok || dc != c.cfg.DC {
+	if dc, ok := messaging.DCOfKey(k, c.fed.homes()); !ok || dc != c.cfg.DC {
 		return stFailed, []byte("bad dc read: key not homed here")
 	}
 	sr := c.newShardReader(ctx)

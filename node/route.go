@@ -361,6 +361,12 @@ func statusErr(st byte, body []byte) error {
 		return fmt.Errorf("peer failed: %s", body)
 	case stNotFound:
 		return storage.ErrNotFound
+	case stRPCError:
+		te, err := parseRPCError(body)
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %w", messaging.ErrRejected, te)
 	}
 	return fmt.Errorf("peer answered status %d", st)
 }
@@ -530,14 +536,21 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 			return r.notLeader(replication.ShardID(g))
 		}
 		if _, err := r.c.applyOn(ctx, replication.ShardID(g), cmd, messaging.Env{}); err != nil {
-			if errors.Is(err, messaging.ErrUnavailable) {
+			var te *tgerr.Error
+			switch {
+			case errors.Is(err, messaging.ErrUnavailable):
 				return r.notLeader(replication.ShardID(g))
+			case errors.Is(err, messaging.ErrRejected) && errors.As(err, &te):
+				b, _ := json.Marshal(rpcError{Code: te.Code, Message: te.Message})
+				return stRPCError, b
 			}
 			return stFailed, []byte(err.Error())
 		}
 		return stOK, nil
 	case opDCGet:
 		return r.c.serveDCGet(ctx, body)
+	case opDCClaim:
+		return r.c.serveDCClaim(ctx, body)
 	case opDCInbox:
 		b, err := parseDCBatch(body)
 		if err != nil {

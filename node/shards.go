@@ -195,7 +195,7 @@ func (r *shardReader) local(g int) *storage.Txn {
 }
 
 func (r *shardReader) Get(k []byte) ([]byte, error) {
-	if dc, ok := messaging.DCOfKey(k, r.c.fed.phoneHome); ok && dc != r.c.cfg.DC && dc != 0 {
+	if dc, ok := messaging.DCOfKey(k, r.c.fed.homes()); ok && dc != r.c.cfg.DC && dc != 0 {
 		return r.remoteGet(dc, k)
 	}
 	return r.localGet(k)
@@ -377,7 +377,7 @@ func (c *clusterNode) proposeTo(ctx context.Context, g int, cmd messaging.Comman
 
 // parsePropose decodes an opPropose body: the group and an encoded
 // command, which must be an Inbox for that group or, for the directory,
-// a copy of another DC's user.
+// a copy of another DC's user or a username claim.
 func parsePropose(body []byte, l messaging.Layout) (int, messaging.Command, error) {
 	if len(body) < 4 {
 		return 0, nil, errors.New("bad propose: short")
@@ -390,8 +390,11 @@ func parsePropose(body []byte, l messaging.Layout) (int, messaging.Command, erro
 	if err != nil {
 		return 0, nil, err
 	}
-	if _, ok := cmd.(messaging.RemoteUser); ok && g == l.DirGroup() {
-		return g, cmd, nil
+	switch cmd.(type) {
+	case messaging.RemoteUser, messaging.ClaimUsername:
+		if g == l.DirGroup() {
+			return g, cmd, nil
+		}
 	}
 	in, ok := cmd.(messaging.Inbox)
 	if !ok || in.Group != g || l.GroupOf(in) != g || !l.ValidSource(in.Src) {
