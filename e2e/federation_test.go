@@ -470,9 +470,48 @@ func TestFederationWANPartition(t *testing.T) {
 		}
 	}
 
+	// The queues are visible: each DC's metrics show steps waiting for
+	// the other.
+	queued := func(dc, to int) (float64, error) {
+		total := 0.0
+		for _, nd := range f.dcs[dc].nodes {
+			m, err := scrape(nd)
+			if err != nil {
+				return 0, err
+			}
+			v, _ := m.get("mtnode_dc_queue_depth", map[string]string{"dc": fmt.Sprint(to)})
+			total += v
+		}
+		return total, nil
+	}
+	waitFor(t, 15*time.Second, func() error {
+		for _, p := range [][2]int{{1, 2}, {2, 1}} {
+			q, err := queued(p[0], p[1])
+			if err != nil {
+				return err
+			}
+			if q < n {
+				return fmt.Errorf("DC%d reports %v steps queued for DC%d, want at least %d", p[0], q, p[1], n)
+			}
+		}
+		return nil
+	})
+
 	f.setFaults(1, "")
 	f.setFaults(2, "")
 	t.Log("healed")
+	waitFor(t, 60*time.Second, func() error {
+		for _, p := range [][2]int{{1, 2}, {2, 1}} {
+			q, err := queued(p[0], p[1])
+			if err != nil {
+				return err
+			}
+			if q != 0 {
+				return fmt.Errorf("DC%d still reports %v steps queued for DC%d", p[0], q, p[1])
+			}
+		}
+		return nil
+	})
 	final := map[string][]hist.Entry{}
 	for ui, u := range users {
 		v := users[1-ui]
