@@ -57,6 +57,12 @@ type Options struct {
 	// its usernames, releasing old; claimed false means that is this DC
 	// and the local command does it. Nil: usernames are this DC's alone.
 	ClaimUsername func(ctx context.Context, uid int64, old, name string) (claimed bool, err error)
+	// KnownDC reports whether DC dc is in the federation; nil: no other
+	// DC is (auth.exportAuthorization answers DC_ID_INVALID).
+	KnownDC func(dc int) bool
+	// ImportAuthorization takes an exported token at the user's home and
+	// returns the user; nil: nothing can be imported.
+	ImportAuthorization func(ctx context.Context, cmd messaging.ImportAuthorization) (*messaging.User, error)
 }
 
 // State is the messaging state the API reads and changes.
@@ -109,6 +115,7 @@ func New(opts Options) *Service {
 	s.d = tg.NewServerDispatcher(s.unknownMethod)
 	s.registerHelp()
 	s.registerAuth()
+	s.registerTransfer()
 	s.registerAccount()
 	s.registerUsers()
 	s.registerContacts()

@@ -235,6 +235,53 @@ func TestFederation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+
+	// b, signed in at home (DC2), imports its authorization into DC1
+	// (gotd's DC pool exports and imports it). There, calls about b's data
+	// answer USER_MIGRATE_2; ended from home, the imported authorization
+	// stops working at DC1 too.
+	cb := f.client(2, 0, sessB)
+	if err := runClient(cb, func(ctx context.Context) error {
+		inv, err := cb.DC(ctx, 1, 1)
+		if err != nil {
+			return fmt.Errorf("authorization transfer to DC1: %w", err)
+		}
+		defer inv.Close()
+		at1 := tg.NewClient(inv)
+		_, err = at1.UsersGetUsers(ctx, []tg.InputUserClass{&tg.InputUserSelf{}})
+		if rpcErr, ok := tgerr.As(err); !ok || rpcErr.Type != "USER_MIGRATE" || rpcErr.Argument != 2 {
+			return fmt.Errorf("users.getUsers at DC1 with the imported authorization: %v, want USER_MIGRATE_2", err)
+		}
+		auths, err := cb.API().AccountGetAuthorizations(ctx)
+		if err != nil {
+			return err
+		}
+		var imported int64
+		for _, a := range auths.Authorizations {
+			if !a.Current {
+				imported = a.Hash
+			}
+		}
+		if imported == 0 {
+			return fmt.Errorf("home lists no authorization besides the current one: %+v", auths.Authorizations)
+		}
+		if _, err := cb.API().AccountResetAuthorization(ctx, imported); err != nil {
+			return fmt.Errorf("end the imported authorization at home: %w", err)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			_, err = at1.UsersGetUsers(ctx, []tg.InputUserClass{&tg.InputUserSelf{}})
+			if tgerr.Is(err, "AUTH_KEY_UNREGISTERED") {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("DC1 after the authorization ended at home: %v, want AUTH_KEY_UNREGISTERED", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // fedUser is a signed-up user of a federation test and where it

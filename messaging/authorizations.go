@@ -20,6 +20,10 @@ type Authorization struct {
 	// Hash identifies the authorization to account.resetAuthorization;
 	// derived from env randomness when created, never 0.
 	Hash int64 `json:"hash"`
+	// KeyDC is the DC the key lives in when that is not this one: an
+	// authorization imported there (transfer.go). Ending it ends the
+	// guest authorization there too.
+	KeyDC int `json:"key_dc,omitempty"`
 }
 
 // GetAuthorization returns the authorization of a permanent key.
@@ -51,6 +55,11 @@ func DeleteAuthorization(tx *storage.Txn, env Env, a *Authorization) error {
 	}
 	if err := tx.Delete(key("uauth", a.UserID, a.PermKeyID)); err != nil {
 		return err
+	}
+	if a.KeyDC != 0 {
+		if _, err := emit(tx, env, env.Layout().DirGroup(), RevokeGuest{UserID: a.UserID, PermKeyID: a.PermKeyID, KeyDC: a.KeyDC}); err != nil {
+			return err
+		}
 	}
 	_, err := emit(tx, env, env.Layout().DirGroup(), DeviceIndex{User: a.UserID, Perm: a.PermKeyID})
 	return err

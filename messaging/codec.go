@@ -179,6 +179,14 @@ func newCommand(kind string) (func([]byte) (Command, error), bool) {
 		return decodeAs[RemoteUser], true
 	case ClaimUsername{}.Kind():
 		return decodeAs[ClaimUsername], true
+	case ExportAuthorization{}.Kind():
+		return decodeAs[ExportAuthorization], true
+	case ImportAuthorization{}.Kind():
+		return decodeAs[ImportAuthorization], true
+	case GuestAuthorization{}.Kind():
+		return decodeAs[GuestAuthorization], true
+	case RevokeGuest{}.Kind():
+		return decodeAs[RevokeGuest], true
 	}
 	return nil, false
 }
@@ -196,6 +204,7 @@ func registeredCommands() []Command {
 		DeleteMessages{}, ReadHistory{}, EditCopy{}, DeleteCopies{}, ReadOutbox{},
 		BlockedBy{}, DeviceIndex{}, Inbox{}, OutboxAck{},
 		StoreAuthKey{}, InitSecrets{}, RemoteUser{}, ClaimUsername{},
+		ExportAuthorization{}, ImportAuthorization{}, GuestAuthorization{}, RevokeGuest{},
 	}
 }
 

@@ -82,6 +82,9 @@ func stepUser(cmd Command) (int64, bool) {
 // DestOf is where a step goes: its group here, or RemoteDest of the DC
 // its user is homed in.
 func (l Layout) DestOf(step Command) int {
+	if r, ok := step.(RevokeGuest); ok && l.DC != 0 && r.KeyDC != l.DC {
+		return RemoteDest(r.KeyDC)
+	}
 	if l.DC != 0 {
 		if u, ok := stepUser(step); ok {
 			if dc := HomeDC(u); dc != 0 && dc != l.DC {

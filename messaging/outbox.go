@@ -219,7 +219,7 @@ var ErrStepKind = errors.New("messaging: not an outbox step")
 // isStep reports whether cmd may arrive through an outbox.
 func isStep(cmd Command) bool {
 	switch cmd.(type) {
-	case DeliverMessage, EditCopy, DeleteCopies, ReadOutbox, BlockedBy, DeviceIndex:
+	case DeliverMessage, EditCopy, DeleteCopies, ReadOutbox, BlockedBy, DeviceIndex, RevokeGuest:
 		return true
 	}
 	return false

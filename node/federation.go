@@ -309,16 +309,10 @@ func (c *clusterNode) serveDCClaim(ctx context.Context, body []byte) (byte, []by
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Cluster.HoldTimeout.Duration)
 	defer cancel()
-	_, err = c.proposeTo(ctx, c.layout.DirGroup(), claim)
-	var te *tgerr.Error
-	switch {
-	case err == nil:
-		return stOK, nil
-	case errors.Is(err, messaging.ErrRejected) && errors.As(err, &te):
-		b, _ := json.Marshal(rpcError{Code: te.Code, Message: te.Message})
-		return stRPCError, b
+	if _, err = c.proposeTo(ctx, c.layout.DirGroup(), claim); err != nil {
+		return rejectionStatus(err)
 	}
-	return stFailed, []byte(err.Error())
+	return stOK, nil
 }
 
 // errNoFederationSecrets: no member of another DC answered with the
@@ -354,8 +348,86 @@ func (f *federation) close() {
 const (
 	opDCGet   byte = 9  // body: a directory key homed in the receiver's DC; ok body: its value
 	opDCInbox byte = 10 // body: JSON dcBatch; ok once every step is applied or skipped
-	opDCClaim byte = 11 // body: an encoded messaging.ClaimUsername, for the username DC
+	opDCClaim  byte = 11 // body: an encoded messaging.ClaimUsername, for the username DC
+	opDCImport byte = 12 // body: an encoded messaging.ImportAuthorization; ok body: the user's record
 )
+
+// peerKey carries, in a served RPC's context, the node that sent it.
+type peerKey struct{}
+
+// peerDC is the DC of the node that sent the RPC being served, 0 if
+// unknown: its certificate proves its ID, its gossip names its DC.
+func (c *clusterNode) peerDC(ctx context.Context) int {
+	id, _ := ctx.Value(peerKey{}).(cluster.NodeID)
+	for _, m := range c.fed.wan.Members() {
+		if m.ID == id && m.MetaErr == nil {
+			return m.Meta.DCID
+		}
+	}
+	return 0
+}
+
+// knownDC reports whether dc is a live DC of the federation.
+func (f *federation) knownDC(dc int) bool { return len(f.membersOf(dc)) > 0 }
+
+// importAuthorization takes an exported token at the user's home DC.
+func (f *federation) importAuthorization(ctx context.Context, cmd messaging.ImportAuthorization) (*messaging.User, error) {
+	body, err := messaging.EncodeCommand(cmd, messaging.Env{})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.c.cfg.Cluster.HoldTimeout.Duration)
+	defer cancel()
+	st, resp, err := f.dcRequest(ctx, messaging.HomeDC(cmd.UserID), append([]byte{opDCImport}, body...))
+	if err != nil {
+		return nil, err
+	}
+	if st != stOK {
+		return nil, statusErr(st, resp)
+	}
+	var u messaging.User
+	if err := json.Unmarshal(resp, &u); err != nil || u.ID != cmd.UserID {
+		return nil, fmt.Errorf("bad user record from DC %d", messaging.HomeDC(cmd.UserID))
+	}
+	return &u, nil
+}
+
+// serveDCImport takes, at a user's home, a token another DC presents for
+// one of its keys. The key's DC is the sender's, proved by its mesh
+// certificate and named by its gossip.
+func (c *clusterNode) serveDCImport(ctx context.Context, body []byte) (byte, []byte) {
+	cmd, _, err := messaging.DecodeCommand(body)
+	imp, ok := cmd.(messaging.ImportAuthorization)
+	if err != nil || !ok {
+		return stFailed, []byte("bad import")
+	}
+	if messaging.HomeDC(imp.UserID) != c.cfg.DC || imp.KeyDC != c.peerDC(ctx) {
+		return stFailed, []byte("import for a user not of this DC, or a key not of the sender's DC")
+	}
+	if _, err := c.proposeTo(ctx, c.layout.DirGroup(), imp); err != nil {
+		return rejectionStatus(err)
+	}
+	sr := c.newShardReader(ctx)
+	defer sr.close()
+	v, err := sr.Get(append([]byte("user/"), be64(imp.UserID)...))
+	if err != nil {
+		return stFailed, []byte(err.Error())
+	}
+	return stOK, v
+}
+
+// rejectionStatus answers a failed proposal: a rejection as the
+// Telegram error it carries, anything else as a failure.
+func rejectionStatus(err error) (byte, []byte) {
+	var te *tgerr.Error
+	if errors.Is(err, messaging.ErrRejected) && errors.As(err, &te) {
+		b, _ := json.Marshal(rpcError{Code: te.Code, Message: te.Message})
+		return stRPCError, b
+	}
+	return stFailed, []byte(err.Error())
+}
+
+func be64(v int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)) }
 
 // dcBatch is a group's outbox entries for the users of another DC.
 type dcBatch struct {

@@ -197,6 +197,7 @@ func (n *Node) build(sec secrets, keys protocol.KeyStore, state api.State, rt *r
 	if n.cl != nil {
 		opts.DCOptions, opts.PhoneHome = n.cl.fed.dcOptions, n.cl.fed.phoneHome
 		opts.ClaimUsername = n.cl.fed.claimUsername
+		opts.KnownDC, opts.ImportAuthorization = n.cl.fed.knownDC, n.cl.fed.importAuthorization
 	}
 	svc := api.New(opts)
 	var handler protocol.Handler = svc

@@ -143,6 +143,14 @@ var localMethods = map[uint32]bool{
 	tg.HelpGetNearestDCRequestTypeID: true,
 }
 
+// guestMethods are what a key signed in as a user of another DC may call
+// here; anything else is about the user's data and answers
+// USER_MIGRATE_X with the user's home DC.
+var guestMethods = map[uint32]bool{
+	tg.AuthImportAuthorizationRequestTypeID: true,
+	tg.AuthLogOutRequestTypeID:              true,
+}
+
 // Handle implements protocol.Handler.
 func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, error) {
 	if id, err := call.Body.PeekID(); err == nil && localMethods[id] {
@@ -155,7 +163,14 @@ func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, 
 	var next raft.ServerAddress // the leader a peer just named
 	result := "ok"
 	defer func() { r.c.metrics.forwardSeconds.Observe(time.Since(start).Seconds()) }()
-	home := r.homeOf(ctx, call)
+	home, uid := r.homeOf(ctx, call)
+	if dc := messaging.HomeDC(uid); uid != 0 && dc != 0 && dc != r.c.cfg.DC {
+		// A key signed in as a user of another DC (an imported
+		// authorization): the user's data is at home.
+		if id, _ := call.Body.PeekID(); !guestMethods[id] {
+			return nil, tgerr.New(303, fmt.Sprintf("USER_MIGRATE_%d", dc))
+		}
+	}
 	if res, err, ok := r.followerRead(ctx, call, home, body); ok {
 		return res, err
 	}
@@ -416,7 +431,7 @@ func (r *router) serve(ctx context.Context, peer cluster.NodeID, s *cluster.Stre
 		return
 	}
 	s.SetReadDeadline(time.Time{})
-	ctx, cancel := context.WithTimeout(ctx, r.c.cfg.Cluster.HoldTimeout.Duration)
+	ctx, cancel := context.WithTimeout(context.WithValue(ctx, peerKey{}, peer), r.c.cfg.Cluster.HoldTimeout.Duration)
 	defer cancel()
 	st, body := r.dispatch(ctx, req[0], req[1:])
 	s.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -536,21 +551,18 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 			return r.notLeader(replication.ShardID(g))
 		}
 		if _, err := r.c.applyOn(ctx, replication.ShardID(g), cmd, messaging.Env{}); err != nil {
-			var te *tgerr.Error
-			switch {
-			case errors.Is(err, messaging.ErrUnavailable):
+			if errors.Is(err, messaging.ErrUnavailable) {
 				return r.notLeader(replication.ShardID(g))
-			case errors.Is(err, messaging.ErrRejected) && errors.As(err, &te):
-				b, _ := json.Marshal(rpcError{Code: te.Code, Message: te.Message})
-				return stRPCError, b
 			}
-			return stFailed, []byte(err.Error())
+			return rejectionStatus(err)
 		}
 		return stOK, nil
 	case opDCGet:
 		return r.c.serveDCGet(ctx, body)
 	case opDCClaim:
 		return r.c.serveDCClaim(ctx, body)
+	case opDCImport:
+		return r.c.serveDCImport(ctx, body)
 	case opDCInbox:
 		b, err := parseDCBatch(body)
 		if err != nil {

@@ -391,7 +391,7 @@ func parsePropose(body []byte, l messaging.Layout) (int, messaging.Command, erro
 		return 0, nil, err
 	}
 	switch cmd.(type) {
-	case messaging.RemoteUser, messaging.ClaimUsername:
+	case messaging.RemoteUser, messaging.ClaimUsername, messaging.ImportAuthorization:
 		if g == l.DirGroup() {
 			return g, cmd, nil
 		}
@@ -425,16 +425,21 @@ var dirMethods = map[uint32]bool{
 // where what the call reads and writes mostly lives. A guess that proves
 // wrong (the command belongs elsewhere) costs one more hop, not
 // correctness: errWrongGroup moves the call.
-func (r *router) homeOf(ctx context.Context, call *protocol.Call) replication.ShardID {
+//
+// uid is the user the caller's key is signed in as, 0 for none.
+func (r *router) homeOf(ctx context.Context, call *protocol.Call) (_ replication.ShardID, uid int64) {
 	id, err := call.Body.PeekID()
-	if err != nil || dirMethods[id] || call.PermKeyID == 0 {
-		return r.c.dirGroup()
+	if err != nil || call.PermKeyID == 0 {
+		return r.c.dirGroup(), 0
 	}
 	sr := r.c.newShardReader(ctx)
 	defer sr.close()
 	a, ok, err := messaging.GetAuthorization(sr, call.PermKeyID)
 	if err != nil || !ok {
-		return r.c.dirGroup()
+		return r.c.dirGroup(), 0
 	}
-	return replication.ShardID(r.c.layout.UserGroup(a.UserID))
+	if dirMethods[id] {
+		return r.c.dirGroup(), a.UserID
+	}
+	return replication.ShardID(r.c.layout.UserGroup(a.UserID)), a.UserID
 }
