@@ -24,8 +24,13 @@ type shardedDC struct {
 }
 
 func newShardedDC(t *testing.T, home map[int64]int) *shardedDC {
+	return newShardedDCAt(t, 0, home)
+}
+
+// newShardedDCAt is newShardedDC for DC dc of a federation (0: none).
+func newShardedDCAt(t *testing.T, dc int, home map[int64]int) *shardedDC {
 	_, db := openMachine(t, nil)
-	d := &shardedDC{t: t, l: Layout{Shards: 3, ShardOf: func(id int64, n int) int { return home[id] }}}
+	d := &shardedDC{t: t, l: Layout{Shards: 3, DC: dc, ShardOf: func(id int64, n int) int { return home[id] }}}
 	for g := range d.l.Groups() {
 		d.tables = append(d.tables, db.Table(fmt.Sprintf("g%d", g)))
 		r := NewReplicated(nil)
@@ -69,6 +74,9 @@ func (d *shardedDC) pump(resend bool) int {
 			d.t.Fatal(err)
 		}
 		for dest, es := range pending {
+			if dest < 0 {
+				continue // another DC's: the test carries it
+			}
 			in := Inbox{Group: dest, Src: g}
 			for _, e := range es {
 				in.Seqs, in.Steps = append(in.Seqs, e.Seq), append(in.Steps, e.Step)
@@ -195,5 +203,13 @@ func TestOutboxKeepsOrderAndDedupes(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// view runs fn on group g's table.
+func (d *shardedDC) view(g int, fn func(tx *storage.Txn)) {
+	d.t.Helper()
+	if err := d.tables[g].View(func(tx *storage.Txn) error { fn(tx); return nil }); err != nil {
+		d.t.Fatal(err)
 	}
 }
