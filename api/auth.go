@@ -105,6 +105,15 @@ func (s *Service) homePhone(raw string) (string, error) {
 	return phone, nil
 }
 
+// keyDC is the DC of the caller's key when another DC carried the call
+// here, 0 for this DC's keys.
+func keyDC(ctx context.Context) int {
+	if call := callFrom(ctx); call != nil {
+		return call.KeyDC
+	}
+	return 0
+}
+
 // permKey is the permanent key an authorization hangs off; a temporary key
 // not bound yet cannot sign in.
 func permKey(ctx context.Context) (int64, error) {
@@ -191,7 +200,7 @@ func (s *Service) authSignIn(ctx context.Context, req *tg.AuthSignInRequest) (tg
 	}
 	res, err := s.applyCommand(ctx, "auth.signIn", messaging.SignIn{
 		Phone: phone, Hash: req.PhoneCodeHash, Code: req.PhoneCode,
-		PermKeyID: perm, Device: s.device(ctx),
+		PermKeyID: perm, Device: s.device(ctx), KeyDC: keyDC(ctx),
 	})
 	if err != nil {
 		return nil, err
@@ -214,7 +223,7 @@ func (s *Service) authSignUp(ctx context.Context, req *tg.AuthSignUpRequest) (tg
 	res, err := s.applyCommand(ctx, "auth.signUp", messaging.SignUp{
 		Phone: phone, Hash: req.PhoneCodeHash,
 		FirstName: req.FirstName, LastName: req.LastName,
-		DC: s.opts.DC, PermKeyID: perm, Device: s.device(ctx),
+		DC: s.opts.DC, PermKeyID: perm, Device: s.device(ctx), KeyDC: keyDC(ctx),
 	})
 	if err != nil {
 		return nil, err

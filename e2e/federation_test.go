@@ -40,13 +40,14 @@ func newFed(t *testing.T, toml string) *fedHarness {
 	return f
 }
 
-// form starts DC dc with n nodes. Every DC but the first joins the
-// federation through the first node of the lowest DC already running.
-func (f *fedHarness) form(dc, n int) *dcHarness {
+// form starts DC dc with n nodes, each also given extra arguments. Every
+// DC but the first joins the federation through the first node of the
+// lowest DC already running.
+func (f *fedHarness) form(dc, n int, extra ...string) *dcHarness {
 	f.t.Helper()
 	d := newDCWith(f.t, f.secrets, f.toml)
 	d.prefix = fmt.Sprintf("d%d", dc)
-	d.extra = []string{"--dc", fmt.Sprint(dc)}
+	d.extra = append([]string{"--dc", fmt.Sprint(dc)}, extra...)
 	if seed := f.seed(); seed != "" {
 		d.extra = append(d.extra, "--join-wan", seed)
 	}
@@ -607,4 +608,37 @@ func TestFederationWANPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("history: %s", res)
+}
+
+// TestFederationAssist runs DCs with routing.assist on. DC2 advertises a
+// client address nobody can connect to, so a client that followed a
+// migration would fail: a user homed in DC2 signs up, chats and gets
+// live updates through DC1 alone, which carries its calls to DC2 and
+// relays DC2's pushes.
+func TestFederationAssist(t *testing.T) {
+	t.Parallel()
+	f := newFed(t, "\n[routing]\nassist = true\n")
+	f.form(1, 1)
+	f.form(2, 1, "--public-addr", "127.0.0.1:1")
+	f.waitConfigDCs(1, 0, 1, 2)
+	dir := t.TempDir()
+	users := []fedUser{
+		{name: "a", dc: 1, sess: filepath.Join(dir, "a.json"), phone: "9996611003"},
+		{name: "b", dc: 1, sess: filepath.Join(dir, "b.json"), phone: "9996621003"},
+	}
+	for i := range users {
+		users[i].user = f.fedSignUp(1, 0, users[i].sess, users[i].phone)
+	}
+	if got := messaging.HomeDC(users[1].user.ID); got != 2 {
+		t.Fatalf("b, signed up through DC1 with a DC2 number, is homed in DC %d; want 2", got)
+	}
+	f.chatAllWays(users, 0)
+	f.chatAllWays(users, 1)
+	m, err := scrape(f.dcs[1].nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := m.get("mtnode_forwarded_calls_total", map[string]string{"result": "relayed"}); v == 0 {
+		t.Error("DC1 carried no call to DC2")
+	}
 }

@@ -291,6 +291,9 @@ type SignIn struct {
 	// PermKeyID is the key the authorization is made for.
 	PermKeyID int64
 	Device    Device
+	// KeyDC is the DC the key lives in when another DC carried the call
+	// here (routing.assist); 0 for this DC's keys.
+	KeyDC int `json:",omitempty"`
 }
 
 // SignInResult is SignIn's and SignUp's result. Err, if set, is the
@@ -344,7 +347,7 @@ func (c SignIn) apply(tx *storage.Txn, env Env) (any, error) {
 	if !ok {
 		return nil, fmt.Errorf("phone index names missing user %d", uid)
 	}
-	a, err := authorize(tx, env, u.ID, c.PermKeyID, c.Device)
+	a, err := authorize(tx, env, u.ID, c.PermKeyID, c.Device, c.KeyDC)
 	if err != nil {
 		return nil, err
 	}
@@ -353,7 +356,7 @@ func (c SignIn) apply(tx *storage.Txn, env Env) (any, error) {
 
 // authorize signs uid in on a permanent key, replacing whoever was signed
 // in on it.
-func authorize(tx *storage.Txn, env Env, uid, permKeyID int64, d Device) (*Authorization, error) {
+func authorize(tx *storage.Txn, env Env, uid, permKeyID int64, d Device, keyDC int) (*Authorization, error) {
 	if permKeyID == 0 {
 		return nil, fmt.Errorf("authorize: no permanent key")
 	}
@@ -377,6 +380,7 @@ func authorize(tx *storage.Txn, env Env, uid, permKeyID int64, d Device) (*Autho
 		App:       d.App,
 		APIID:     d.APIID,
 		Hash:      hash,
+		KeyDC:     keyDC,
 	}
 	return a, PutAuthorization(tx, env, a)
 }
@@ -390,6 +394,8 @@ type SignUp struct {
 	DC        int
 	PermKeyID int64
 	Device    Device
+	// KeyDC is as in SignIn.
+	KeyDC int `json:",omitempty"`
 }
 
 // Kind implements Command.
@@ -427,7 +433,7 @@ func (c SignUp) apply(tx *storage.Txn, env Env) (any, error) {
 	if err := PutUser(tx, u); err != nil {
 		return nil, err
 	}
-	a, err := authorize(tx, env, u.ID, c.PermKeyID, c.Device)
+	a, err := authorize(tx, env, u.ID, c.PermKeyID, c.Device, c.KeyDC)
 	if err != nil {
 		return nil, err
 	}

@@ -119,12 +119,7 @@ func (c ImportAuthorization) apply(tx *storage.Txn, env Env) (any, error) {
 	if !ok {
 		return nil, errAuthBytesInvalid
 	}
-	a, err := authorize(tx, env, c.UserID, c.PermKeyID, c.Device)
-	if err != nil {
-		return nil, err
-	}
-	a.KeyDC = c.KeyDC
-	if err := putJSON(tx, key("auth", a.PermKeyID), a); err != nil {
+	if _, err := authorize(tx, env, c.UserID, c.PermKeyID, c.Device, c.KeyDC); err != nil {
 		return nil, err
 	}
 	return u, nil
@@ -145,7 +140,7 @@ func (c GuestAuthorization) apply(tx *storage.Txn, env Env) (any, error) {
 	if home := HomeDC(c.UserID); home == 0 || home == env.Layout().DC {
 		return nil, fmt.Errorf("%w: guest of this DC", ErrCodec)
 	}
-	return authorize(tx, env, c.UserID, c.PermKeyID, c.Device)
+	return authorize(tx, env, c.UserID, c.PermKeyID, c.Device, 0)
 }
 
 // RevokeGuest is the step home sends the DC of an authorization's key

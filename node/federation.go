@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gotd/td/bin"
 	"github.com/gotd/td/tg"
 	"github.com/gotd/td/tgerr"
 	"github.com/hashicorp/raft"
@@ -23,6 +24,7 @@ import (
 	"github.com/mtnode/mtnode/cluster"
 	"github.com/mtnode/mtnode/config"
 	"github.com/mtnode/mtnode/messaging"
+	"github.com/mtnode/mtnode/protocol"
 	"github.com/mtnode/mtnode/storage"
 )
 
@@ -350,7 +352,109 @@ const (
 	opDCInbox byte = 10 // body: JSON dcBatch; ok once every step is applied or skipped
 	opDCClaim  byte = 11 // body: an encoded messaging.ClaimUsername, for the username DC
 	opDCImport byte = 12 // body: an encoded messaging.ImportAuthorization; ok body: the user's record
+	opDCCall   byte = 13 // body: JSON forwardedCall (routing.assist); ok body: the result's TL
 )
+
+// relayedKey marks the context of a call another DC carried here: it is
+// answered here, never carried on.
+type relayedKey struct{}
+
+func relayed(ctx context.Context) bool { return ctx.Value(relayedKey{}) != nil }
+
+// relayCall carries a call to DC dc (routing.assist) and answers as that
+// DC did. A sign-in there also signs the key in here, as a guest of that
+// DC, so this DC's later calls know whose the key is.
+func (f *federation) relayCall(ctx context.Context, dc int, call *protocol.Call, body []byte) (bin.Encoder, error) {
+	req := encodeCall(call, 0, body)
+	req[0] = opDCCall
+	st, resp, err := f.dcRequest(ctx, dc, req)
+	if err != nil {
+		f.c.log.Debug("relay to another DC failed", "dc", dc, "err", err)
+		return nil, errCallFailed
+	}
+	switch st {
+	case stOK:
+	case stRPCError:
+		te, err := parseRPCError(resp)
+		if err != nil {
+			return nil, errCallFailed
+		}
+		return nil, te
+	default:
+		f.c.log.Debug("relay to another DC failed", "dc", dc, "status", st, "body", string(resp))
+		return nil, errCallFailed
+	}
+	f.c.metrics.forwarded.WithLabelValues("relayed").Inc()
+	id, _ := (&bin.Buffer{Buf: body}).PeekID()
+	if id == tg.AuthSignInRequestTypeID || id == tg.AuthSignUpRequestTypeID {
+		if err := f.signedInThere(ctx, call, resp); err != nil {
+			f.c.log.Warn("record a guest authorization", "dc", dc, "err", err)
+			return nil, errCallFailed
+		}
+	}
+	return rawTL(resp), nil
+}
+
+// signedInThere records, after a sign-in carried to another DC, that the
+// caller's key is signed in as that DC's user.
+func (f *federation) signedInThere(ctx context.Context, call *protocol.Call, resp []byte) error {
+	var box tg.AuthAuthorizationBox
+	if err := box.Decode(&bin.Buffer{Buf: slices.Clone(resp)}); err != nil {
+		return err
+	}
+	a, ok := box.Authorization.(*tg.AuthAuthorization)
+	if !ok {
+		return nil // sign-up required: nothing signed in yet
+	}
+	u, ok := a.User.(*tg.User)
+	if !ok {
+		return errors.New("no user in the authorization")
+	}
+	var dev messaging.Device
+	if ci := call.Client; ci != nil {
+		dev = messaging.Device{Model: ci.DeviceModel, System: ci.SystemVersion, App: ci.AppVersion, APIID: ci.APIID}
+	}
+	_, err := f.c.proposeTo(ctx, f.c.layout.DirGroup(), messaging.GuestAuthorization{UserID: u.ID, PermKeyID: call.PermKeyID, Device: dev})
+	return err
+}
+
+// serveDCCall answers a call another DC carried here for one of its
+// keys. A key signed in here must be that DC's (the authorization says
+// which DC its key lives in); the call is then routed as any other.
+func (r *router) serveDCCall(ctx context.Context, body []byte) (byte, []byte) {
+	call, _, err := parseCall(body, len(r.c.groups))
+	if err != nil {
+		return stFailed, []byte(err.Error())
+	}
+	if call.KeyDC = r.c.peerDC(ctx); call.KeyDC == 0 || call.KeyDC == r.c.cfg.DC {
+		return stFailed, []byte("a carried call from no other DC")
+	}
+	if call.PermKeyID != 0 {
+		sr := r.c.newShardReader(ctx)
+		a, ok, err := messaging.GetAuthorization(sr, call.PermKeyID)
+		sr.close()
+		if err != nil {
+			return stFailed, []byte(err.Error())
+		}
+		if ok && a.KeyDC != call.KeyDC {
+			b, _ := json.Marshal(rpcError{Code: 401, Message: "AUTH_KEY_UNREGISTERED"})
+			return stRPCError, b
+		}
+	}
+	res, err := r.Handle(context.WithValue(ctx, relayedKey{}, true), call)
+	if err != nil {
+		if te, ok := tgerr.As(err); ok {
+			b, _ := json.Marshal(rpcError{Code: te.Code, Message: te.Message})
+			return stRPCError, b
+		}
+		return stFailed, []byte(err.Error())
+	}
+	var b bin.Buffer
+	if err := res.Encode(&b); err != nil {
+		return stFailed, []byte("encode result: " + err.Error())
+	}
+	return stOK, b.Buf
+}
 
 // peerKey carries, in a served RPC's context, the node that sent it.
 type peerKey struct{}

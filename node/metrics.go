@@ -83,7 +83,7 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			Name: "mtnode_autopilot_steps_total", Help: "Membership changes made by the autopilot, by kind and success.",
 		}, []string{"kind", "ok"}),
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mtnode_forwarded_calls_total", Help: "Client calls forwarded to the leader, by result.",
+			Name: "mtnode_forwarded_calls_total", Help: "Client calls forwarded to the leader, by result; \"relayed\": carried to another DC (routing.assist).",
 		}, []string{"result"}),
 		forwardSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "mtnode_forward_seconds", Help: "Time to answer a client call through the leader, retries included.",

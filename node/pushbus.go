@@ -72,13 +72,34 @@ func newPushBus(c *clusterNode) *pushBus {
 }
 
 // run keeps a pusher for every member of the DC (so subscriptions flow
-// before any update does) until the node stops.
+// before any update does) until the node stops. Across DCs: a node with
+// routing.assist, whose sessions may be signed in as other DCs' users,
+// keeps one for every member of the federation too, and any node keeps
+// one for each member of another DC that subscribed to it, so that a
+// user's home pushes to the DC carrying the user's calls.
 func (b *pushBus) run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
+		members := b.c.dcMembers()
+		b.mu.Lock()
+		subscribed := map[cluster.NodeID]bool{}
+		for id, perms := range b.subs {
+			subscribed[id] = len(perms) > 0
+		}
+		b.mu.Unlock()
+		for dc, ms := range b.c.fed.table() {
+			if dc == b.c.cfg.DC {
+				continue
+			}
+			for _, m := range ms {
+				if b.c.cfg.Routing.Assist || subscribed[m.ID] {
+					members = append(members, m)
+				}
+			}
+		}
 		live := map[cluster.NodeID]bool{}
-		for _, m := range b.c.dcMembers() {
+		for _, m := range members {
 			if m.ID != b.c.id {
 				live[m.ID] = true
 				b.pusher(m)

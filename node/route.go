@@ -66,6 +66,9 @@ type forwardedCall struct {
 	NoUpdates            bool
 	Client               *protocol.ClientInfo `json:",omitempty"`
 	Body                 []byte
+	// KeyDC is the DC of the caller's key, for a call another DC carried
+	// here (protocol.Call.KeyDC).
+	KeyDC int `json:",omitempty"`
 }
 
 type rpcError struct {
@@ -148,11 +151,33 @@ var localMethods = map[uint32]bool{
 // USER_MIGRATE_X with the user's home DC.
 var guestMethods = map[uint32]bool{
 	tg.AuthImportAuthorizationRequestTypeID: true,
-	tg.AuthLogOutRequestTypeID:              true,
 }
 
-// Handle implements protocol.Handler.
+// Handle implements protocol.Handler. With routing.assist, a call that
+// belongs to another DC (it would answer PHONE_MIGRATE_X or
+// USER_MIGRATE_X) is carried there and answered as if local.
 func (r *router) Handle(ctx context.Context, call *protocol.Call) (bin.Encoder, error) {
+	if !r.c.cfg.Routing.Assist || relayed(ctx) {
+		return r.handle(ctx, call)
+	}
+	body := slices.Clone(call.Body.Buf)
+	res, err := r.handle(ctx, call)
+	if dc, ok := r.migrateTarget(err); ok {
+		return r.c.fed.relayCall(ctx, dc, call, body)
+	}
+	return res, err
+}
+
+// migrateTarget is the DC a PHONE_MIGRATE_X or USER_MIGRATE_X error names.
+func (r *router) migrateTarget(err error) (int, bool) {
+	te, ok := tgerr.As(err)
+	if !ok || te.Code != 303 || (te.Type != "PHONE_MIGRATE" && te.Type != "USER_MIGRATE") {
+		return 0, false
+	}
+	return te.Argument, te.Argument != r.c.cfg.DC && te.Argument > 0
+}
+
+func (r *router) handle(ctx context.Context, call *protocol.Call) (bin.Encoder, error) {
 	if id, err := call.Body.PeekID(); err == nil && localMethods[id] {
 		return r.local.Handle(ctx, call)
 	}
@@ -251,7 +276,7 @@ func encodeCall(call *protocol.Call, group int, body []byte) []byte {
 		AuthKeyID: call.AuthKeyID, PermKeyID: call.PermKeyID,
 		SessionID: call.SessionID, MsgID: call.MsgID,
 		Layer: call.Layer, NoUpdates: call.NoUpdates, Client: call.Client,
-		Body: body,
+		Body: body, KeyDC: call.KeyDC,
 	})
 	return append([]byte{opCall}, b...)
 }
@@ -563,6 +588,8 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 		return r.c.serveDCClaim(ctx, body)
 	case opDCImport:
 		return r.c.serveDCImport(ctx, body)
+	case opDCCall:
+		return r.serveDCCall(ctx, body)
 	case opDCInbox:
 		b, err := parseDCBatch(body)
 		if err != nil {
@@ -598,11 +625,14 @@ func parseCall(body []byte, groups int) (*protocol.Call, replication.ShardID, er
 	if fc.Group < 0 || fc.Group >= groups {
 		return nil, 0, fmt.Errorf("bad call: group %d", fc.Group)
 	}
+	if fc.KeyDC < 0 || fc.KeyDC > cluster.MaxDCID {
+		return nil, 0, fmt.Errorf("bad call: key DC %d", fc.KeyDC)
+	}
 	return &protocol.Call{
 		AuthKeyID: fc.AuthKeyID, PermKeyID: fc.PermKeyID,
 		SessionID: fc.SessionID, MsgID: fc.MsgID,
 		Layer: fc.Layer, NoUpdates: fc.NoUpdates, Client: fc.Client,
-		Body: &bin.Buffer{Buf: fc.Body},
+		Body: &bin.Buffer{Buf: fc.Body}, KeyDC: fc.KeyDC,
 	}, replication.ShardID(fc.Group), nil
 }
 

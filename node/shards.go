@@ -391,7 +391,7 @@ func parsePropose(body []byte, l messaging.Layout) (int, messaging.Command, erro
 		return 0, nil, err
 	}
 	switch cmd.(type) {
-	case messaging.RemoteUser, messaging.ClaimUsername, messaging.ImportAuthorization:
+	case messaging.RemoteUser, messaging.ClaimUsername, messaging.ImportAuthorization, messaging.GuestAuthorization:
 		if g == l.DirGroup() {
 			return g, cmd, nil
 		}

@@ -51,6 +51,10 @@ type Call struct {
 	// Client is what the session's initConnection said, if it was sent
 	// (with this call or an earlier one).
 	Client *ClientInfo
+	// KeyDC is the DC the permanent key lives in when another DC carried
+	// the call here (a clustered node's routing.assist); 0 for this DC's
+	// own keys.
+	KeyDC int
 	// Body holds the method's TL, starting with its constructor id.
 	Body *bin.Buffer
 }
