@@ -16,8 +16,8 @@ import (
 // with a connection to X, e.g. to fetch files there.
 
 var (
-	errDCIDInvalid        = tgerr.New(400, "DC_ID_INVALID")
-	errAuthBytesInvalid   = tgerr.New(400, "AUTH_BYTES_INVALID")
+	errDCIDInvalid         = tgerr.New(400, "DC_ID_INVALID")
+	errAuthBytesInvalid    = tgerr.New(400, "AUTH_BYTES_INVALID")
 	errTransferUserInvalid = tgerr.New(400, "USER_ID_INVALID")
 )
 

@@ -348,8 +348,8 @@ func (f *federation) close() {
 // Cross-DC requests (node-to-node RPC over the mesh, to any member of
 // the other DC; that member routes inside its own DC).
 const (
-	opDCGet   byte = 9  // body: a directory key homed in the receiver's DC; ok body: its value
-	opDCInbox byte = 10 // body: JSON dcBatch; ok once every step is applied or skipped
+	opDCGet    byte = 9  // body: a directory key homed in the receiver's DC; ok body: its value
+	opDCInbox  byte = 10 // body: JSON dcBatch; ok once every step is applied or skipped
 	opDCClaim  byte = 11 // body: an encoded messaging.ClaimUsername, for the username DC
 	opDCImport byte = 12 // body: an encoded messaging.ImportAuthorization; ok body: the user's record
 	opDCCall   byte = 13 // body: JSON forwardedCall (routing.assist); ok body: the result's TL
