@@ -188,6 +188,7 @@ func TestFederation(t *testing.T) {
 		{name: "c", dc: 3, node: 0, sess: sessC, user: c, phone: "9996631001"},
 	}
 	f.chatAllWays(users, 0)
+	f.editDeleteRead(users[0], users[1])
 
 	// Usernames are unique across the federation: a (DC1) and b (DC2)
 	// race for the same names; exactly one wins each, and c (DC3)
@@ -641,4 +642,117 @@ func TestFederationAssist(t *testing.T) {
 	if v, _ := m.get("mtnode_forwarded_calls_total", map[string]string{"result": "relayed"}); v == 0 {
 		t.Error("DC1 carried no call to DC2")
 	}
+}
+
+// editDeleteRead has u (homed in one DC) edit one message to v (homed in
+// another) and delete another for both, and v read the chat and look u
+// up: the edit, the revoking delete and the read receipt cross the DCs
+// as the message did, and v sees u's full profile.
+func (f *fedHarness) editDeleteRead(u, v fedUser) {
+	f.t.Helper()
+	var keep, drop int
+	cu := f.client(u.dc, u.node, u.sess)
+	if err := runClient(cu, func(ctx context.Context) error {
+		peer, err := importPhone(ctx, cu.API(), v.phone)
+		if err != nil {
+			return err
+		}
+		for i, text := range []string{"to be edited", "to be deleted"} {
+			rid := int64(5000 + i)
+			res, err := cu.API().MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{Peer: peer, Message: text, RandomID: rid})
+			if err != nil {
+				return err
+			}
+			id, ok := sentID(res, rid)
+			if !ok {
+				return fmt.Errorf("no id for %q", text)
+			}
+			if i == 0 {
+				keep = id
+			} else {
+				drop = id
+			}
+		}
+		if _, err := cu.API().MessagesEditMessage(ctx, &tg.MessagesEditMessageRequest{Peer: peer, ID: keep, Message: "edited across DCs"}); err != nil {
+			return fmt.Errorf("edit: %w", err)
+		}
+		_, err = cu.API().MessagesDeleteMessages(ctx, &tg.MessagesDeleteMessagesRequest{ID: []int{drop}, Revoke: true})
+		return err
+	}); err != nil {
+		f.t.Fatal(err)
+	}
+	cv := f.client(v.dc, v.node, v.sess)
+	if err := runClient(cv, func(ctx context.Context) error {
+		peer, err := importPhone(ctx, cv.API(), u.phone)
+		if err != nil {
+			return err
+		}
+		deadline := time.Now().Add(deliverySettle)
+		for {
+			h, err := history(ctx, cv.API(), peer)
+			if err != nil {
+				return err
+			}
+			texts := map[string]bool{}
+			top := 0
+			for id, t := range h {
+				texts[t] = true
+				top = max(top, id)
+			}
+			if texts["edited across DCs"] && !texts["to be edited"] && !texts["to be deleted"] {
+				if _, err := cv.API().MessagesReadHistory(ctx, &tg.MessagesReadHistoryRequest{Peer: peer, MaxID: top}); err != nil {
+					return fmt.Errorf("read: %w", err)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s's history with %s after edit and delete: %v", v.name, u.name, h)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		full, err := cv.API().UsersGetFullUser(ctx, &tg.InputUser{UserID: u.user.ID, AccessHash: accessHashOf(peer)})
+		if err != nil {
+			return fmt.Errorf("users.getFullUser of %s: %w", u.name, err)
+		}
+		if full.FullUser.ID != u.user.ID {
+			return fmt.Errorf("users.getFullUser of %s answered user %d", u.name, full.FullUser.ID)
+		}
+		return nil
+	}); err != nil {
+		f.t.Fatal(err)
+	}
+	// u's side of the chat shows it read.
+	cu = f.client(u.dc, u.node, u.sess)
+	if err := runClient(cu, func(ctx context.Context) error {
+		peer, err := importPhone(ctx, cu.API(), v.phone)
+		if err != nil {
+			return err
+		}
+		deadline := time.Now().Add(deliverySettle)
+		for {
+			pd, err := cu.API().MessagesGetPeerDialogs(ctx, []tg.InputDialogPeerClass{&tg.InputDialogPeer{Peer: peer}})
+			if err != nil {
+				return err
+			}
+			if len(pd.Dialogs) == 1 {
+				if d, ok := pd.Dialogs[0].(*tg.Dialog); ok && d.ReadOutboxMaxID >= keep {
+					return nil
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s's dialog with %s never showed the read receipt: %+v", u.name, v.name, pd.Dialogs)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// accessHashOf is a user peer's access hash.
+func accessHashOf(p tg.InputPeerClass) int64 {
+	if u, ok := p.(*tg.InputPeerUser); ok {
+		return u.AccessHash
+	}
+	return 0
 }
