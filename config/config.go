@@ -105,6 +105,9 @@ type Config struct {
 	// address the client listener actually bound to", so that
 	// ClientAddr "127.0.0.1:0" works without knowing the port in advance.
 	PublicAddr string `toml:"public_addr"`
+	// PublicAddrV6 is an [IPv6]:port clients may also use, listed in
+	// help.getConfig with the ipv6 flag; empty lists none.
+	PublicAddrV6 string `toml:"public_addr_v6"`
 	// Log configures the node's logger.
 	Log Log `toml:"log"`
 	// Protocol bounds what clients may cost the node.
@@ -170,6 +173,8 @@ type Cluster struct {
 	// adopts the federation's shared secrets. Retried in the background;
 	// a restarted node also rejoins the WAN members it last knew.
 	JoinWAN string `toml:"join_wan"`
+	// MediaOnly marks this node, in help.getConfig, as serving files only.
+	MediaOnly bool `toml:"media_only"`
 	// FaultInjection enables POST /debug/faults on the HTTP listener,
 	// which drops or delays mesh traffic to chosen peers (tests and WAN
 	// benchmarks only; see cluster.ParseFaultRules).
@@ -462,6 +467,15 @@ func fields() []field {
 		{"public_addr", func(c *Config) any { return &c.PublicAddr }, func(c *Config) string {
 			return checkPublicAddr(c.PublicAddr)
 		}},
+		{"public_addr_v6", func(c *Config) any { return &c.PublicAddrV6 }, func(c *Config) string {
+			if r := checkPublicAddr(c.PublicAddrV6); r != "" || c.PublicAddrV6 == "" {
+				return r
+			}
+			if host, _, _ := splitPort(c.PublicAddrV6); !strings.Contains(host, ":") {
+				return "must be an IPv6 address"
+			}
+			return ""
+		}},
 		{"log.level", func(c *Config) any { return &c.Log.Level }, func(c *Config) string {
 			if _, ok := parseLevel(c.Log.Level); !ok {
 				return "must be one of " + levelNames
@@ -526,6 +540,12 @@ func fields() []field {
 		}},
 		{"cluster.join_wan", func(c *Config) any { return &c.Cluster.JoinWAN }, func(c *Config) string {
 			if c.Cluster.JoinWAN != "" && !c.Clustered() {
+				return "needs cluster.secrets_dir"
+			}
+			return ""
+		}},
+		{"cluster.media_only", func(c *Config) any { return &c.Cluster.MediaOnly }, func(c *Config) string {
+			if c.Cluster.MediaOnly && !c.Clustered() {
 				return "needs cluster.secrets_dir"
 			}
 			return ""

@@ -219,7 +219,10 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 
 // nodeMeta is what this node gossips about itself, in both pools.
 func (c *clusterNode) nodeMeta() cluster.NodeMeta {
-	return cluster.NodeMeta{DC: strconv.Itoa(c.cfg.DC), DCID: c.cfg.DC, ClientAddr: c.clientAddr(), Version: Version}
+	return cluster.NodeMeta{
+		DC: strconv.Itoa(c.cfg.DC), DCID: c.cfg.DC, ClientAddr: c.clientAddr(), Version: Version,
+		IPv6Addr: c.cfg.PublicAddrV6, MediaOnly: c.cfg.Cluster.MediaOnly,
+	}
 }
 
 // Version is what the node gossips as its version; cmd/mtnode sets it.
@@ -517,7 +520,7 @@ func (c *clusterNode) waitSecrets(ctx context.Context, rt *router) (map[string][
 			return s, nil
 		}
 		if c.group.IsLeader() {
-			if fresh == nil && c.fed.joined {
+			if fresh == nil && c.fed.joined.Load() {
 				s, err := c.fed.fetchSecrets(ctx)
 				if err != nil {
 					if time.Since(last) > 10*time.Second {

@@ -52,7 +52,7 @@ type federation struct {
 	phones []config.PhoneDC // longest prefix first
 	// seeds are the configured join_wan addresses and the stored peers.
 	seeds  []string
-	joined bool // configured or stored peers: this DC belongs to a federation
+	joined atomic.Bool // configured or stored peers: this DC belongs to a federation
 
 	mu    sync.Mutex
 	saved []string // the peers last stored
@@ -69,8 +69,7 @@ func newFederation(c *clusterNode, gossipKey []byte, meta *storage.Table) (*fede
 	if err != nil {
 		return nil, err
 	}
-	sort.SliceStable(phones, func(i, j int) bool { return len(phones[i].Prefix) > len(phones[j].Prefix) })
-	f := &federation{c: c, meta: meta, phones: phones}
+	f := &federation{c: c, meta: meta, phones: sortPhones(phones)}
 	f.seeds = config.SplitAddrs(c.cfg.Cluster.JoinWAN)
 	if b, err := meta.Get([]byte(wanPeersKey)); err == nil {
 		var stored []string
@@ -83,7 +82,7 @@ func newFederation(c *clusterNode, gossipKey []byte, meta *storage.Table) (*fede
 			}
 		}
 	}
-	f.joined = len(f.seeds) > 0
+	f.joined.Store(len(f.seeds) > 0)
 	f.wan, err = cluster.NewMembership(cluster.MembershipConfig{
 		Mesh:      c.mesh,
 		WAN:       true,
@@ -99,11 +98,21 @@ func newFederation(c *clusterNode, gossipKey []byte, meta *storage.Table) (*fede
 	return f, nil
 }
 
+// sortPhones orders a prefix table longest prefix first, so the first
+// match is the longest.
+func sortPhones(phones []config.PhoneDC) []config.PhoneDC {
+	sort.SliceStable(phones, func(i, j int) bool { return len(phones[i].Prefix) > len(phones[j].Prefix) })
+	return phones
+}
+
 // federated reports whether this DC belongs to a federation: it was told
 // to join one, knew one before a restart, or sees another DC.
 func (f *federation) federated() bool {
-	if f.joined {
+	if f.joined.Load() {
 		return true
+	}
+	if f.wan == nil {
+		return false
 	}
 	for _, m := range f.wan.Members() {
 		if m.MetaErr == nil && m.Meta.DCID != 0 && m.Meta.DCID != f.c.cfg.DC {
@@ -185,7 +194,7 @@ func (f *federation) onEvent(ev cluster.Event) {
 		return
 	}
 	f.saved = peers
-	f.joined = true
+	f.joined.Store(true)
 }
 
 // table is the DC table: every DC with live members, its members sorted
