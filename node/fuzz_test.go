@@ -32,6 +32,7 @@ func FuzzRPC(f *testing.F) {
 	f.Add(append([]byte{stRPCError}, `{"Code":420,"Message":"FLOOD_WAIT_3"}`...))
 	f.Add(append([]byte{stRPCError}, `{"Code":99999,"Message":""}`...))
 	f.Add(append([]byte{opCall}, `{"Body":"AA=="}`...))
+	f.Add(append([]byte{opDCCall}, `{"Group":0,"Body":"AAAAAA==","KeyDC":2000}`...))
 	f.Add([]byte{opCall, '{', '"', 'L'})
 	f.Add(append([]byte{opDCInbox}, `{"SrcDC":2,"SrcGroup":3,"Seqs":[1,2],"Steps":["AQI=","AwQ="]}`...))
 	f.Add(append([]byte{opDCInbox}, `{"SrcDC":0,"SrcGroup":70000,"Seqs":[2,1],"Steps":["",""]}`...))
@@ -43,7 +44,7 @@ func FuzzRPC(f *testing.F) {
 		op, body := in[0], in[1:]
 		const groups = 18
 		if c, g, err := parseCall(body, groups); err == nil {
-			if c.Body == nil || len(c.Body.Buf) < 4 || c.Layer < 0 || c.Layer > 10000 || g >= groups {
+			if c.Body == nil || len(c.Body.Buf) < 4 || c.Layer < 0 || c.Layer > 10000 || c.KeyDC < 0 || c.KeyDC > 1000 || g >= groups {
 				t.Fatalf("accepted call %+v for group %d", c, g)
 			}
 			again, g2, err := parseCall(encodeCall(c, int(g), c.Body.Buf)[1:], groups)
