@@ -235,7 +235,23 @@ type MembershipConfig struct {
 	// profile with the fields above applied) last. Tests shorten timings
 	// with it.
 	Configure func(*memberlist.Config)
+	// ReconnectInterval is how often members declared failed are joined
+	// again; zero means DefaultReconnectInterval.
+	ReconnectInterval time.Duration
 }
+
+// Reconnecting failed members. memberlist never contacts a member it
+// declared dead again, so after a partition longer than its suspicion
+// timeout both sides would stay forgotten to each other for good, however
+// long ago the link healed. Like Serf, a Membership keeps joining the
+// members it saw fail (not those that left gracefully) every
+// ReconnectInterval, for up to ReconnectTimeout.
+const (
+	DefaultReconnectInterval = 5 * time.Second
+	ReconnectTimeout         = 72 * time.Hour
+	// maxFailed bounds the failed members remembered.
+	maxFailed = 1024
+)
 
 // DefaultDeadNodeReclaimTime is how long after a node is declared failed
 // or left that its ID may come back from another address. Node IDs are
@@ -262,6 +278,9 @@ type Membership struct {
 	evSignal chan struct{}
 	evDone   chan struct{} // closed when the event goroutine has stopped
 	stop     chan struct{}
+
+	failedMu sync.Mutex
+	failed   map[NodeID]failedMember // to join again, by reconnectLoop
 
 	closeOnce sync.Once
 }
@@ -327,8 +346,73 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 		return nil, fmt.Errorf("start memberlist: %w", err)
 	}
 	ms.list = list
+	every := cfg.ReconnectInterval
+	if every <= 0 {
+		every = DefaultReconnectInterval
+	}
+	go ms.reconnectLoop(every)
 	lg.Info("membership started", "addr", adv.String(), "encrypted", len(cfg.GossipKey) > 0)
 	return ms, nil
+}
+
+// failedMember is a member last seen failing.
+type failedMember struct {
+	addr  string // id@host:port
+	since time.Time
+}
+
+// noteEvent keeps the failed members current.
+func (ms *Membership) noteEvent(ev Event) {
+	ms.failedMu.Lock()
+	defer ms.failedMu.Unlock()
+	switch ev.Type {
+	case EventFail:
+		if ev.Member.ID == ms.id {
+			return
+		}
+		if ms.failed == nil {
+			ms.failed = map[NodeID]failedMember{}
+		}
+		if _, ok := ms.failed[ev.Member.ID]; !ok && len(ms.failed) < maxFailed {
+			ms.failed[ev.Member.ID] = failedMember{addr: ev.Member.MeshAddr(), since: time.Now()}
+		}
+	case EventJoin, EventLeave:
+		delete(ms.failed, ev.Member.ID)
+	}
+}
+
+// reconnectLoop joins the failed members again every interval until
+// Close; a member failed for longer than ReconnectTimeout is forgotten.
+func (ms *Membership) reconnectLoop(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ms.stop:
+			return
+		case <-t.C:
+		}
+		var addrs []string
+		ms.failedMu.Lock()
+		for id, f := range ms.failed {
+			if time.Since(f.since) > ReconnectTimeout {
+				delete(ms.failed, id)
+				continue
+			}
+			addrs = append(addrs, f.addr)
+		}
+		ms.failedMu.Unlock()
+		for _, a := range addrs {
+			select {
+			case <-ms.stop:
+				return
+			default:
+			}
+			if _, err := ms.Join([]string{a}); err == nil {
+				ms.log.Info("reconnected a failed member", "member", a)
+			}
+		}
+	}
 }
 
 // Join contacts the given members ("id@host:port") and merges their view
@@ -531,6 +615,7 @@ func (ms *Membership) pumpEvents(onEvent func(Event)) {
 		ms.evQueue = nil
 		ms.evMu.Unlock()
 		for _, ev := range evs {
+			ms.noteEvent(ev)
 			ms.log.Info("member "+ev.Type.String(), "member", string(ev.Member.ID), "addr", ev.Member.Addr)
 			if onEvent != nil {
 				onEvent(ev)

@@ -80,6 +80,8 @@ func startPool(t *testing.T, mesh *Mesh, wan bool, key []byte, meta NodeMeta) te
 		GossipKey: key,
 		Meta:      meta,
 		OnEvent:   ev.add,
+		// Failed members are joined again quickly (the default is 5 s).
+		ReconnectInterval: 200 * time.Millisecond,
 		Configure: func(c *memberlist.Config) {
 			if c.ProbeInterval != profile.ProbeInterval || c.SuspicionMult != profile.SuspicionMult {
 				t.Errorf("wan=%v: profile probe %v suspicion ×%d, want %v ×%d", wan,
@@ -514,4 +516,49 @@ func FuzzDecodeNodeMeta(f *testing.F) {
 			t.Fatalf("re-encoded %+v decodes as %+v, %v", m, back, err)
 		}
 	})
+}
+
+// TestMembershipReconnectsAfterPartition cuts two members apart for longer
+// than failure detection takes, so each declares the other failed, then
+// heals the link: memberlist alone would never talk to a dead member
+// again; the reconnect loop joins it back.
+func TestMembershipReconnectsAfterPartition(t *testing.T) {
+	ca := testCA(t)
+	key := testGossipKey(t)
+	f := NewFaults()
+	// A cut longer than the QUIC idle timeout closes the mesh connection,
+	// and with it the gossip packets QUIC would otherwise still deliver
+	// after the heal (which make memberlist refute the deaths itself).
+	short := func(c *MeshConfig) { c.IdleTimeout, c.KeepAlive = time.Second, 200*time.Millisecond }
+	pc := WrapPacketConn(listenUDP(t), f)
+	t.Cleanup(func() { pc.Close() })
+	am := startMesh(t, ca, "a", nodeCert(t, ca, "a"), short, func(c *MeshConfig) { c.PacketConn = pc })
+	a := startPool(t, am, false, key, metaFor("a"))
+	b := startPool(t, startMesh(t, ca, "b", nodeCert(t, ca, "b"), short), false, key, metaFor("b"))
+	if _, err := a.Join([]string{b.addr()}); err != nil {
+		t.Fatal(err)
+	}
+	both := func(n int) func() error {
+		return func() error {
+			if a.NumMembers() != n || b.NumMembers() != n {
+				return fmt.Errorf("a sees %d members, b %d; want %d", a.NumMembers(), b.NumMembers(), n)
+			}
+			return nil
+		}
+	}
+	waitFor(t, 5*time.Second, both(2))
+	f.Set([]FaultRule{{Drop: true}})
+	waitFor(t, 10*time.Second, func() error {
+		if !a.events.has(EventFail, "b") || !b.events.has(EventFail, "a") {
+			return errors.New("the members have not declared each other failed")
+		}
+		return nil
+	})
+	waitFor(t, 5*time.Second, both(1))
+	// memberlist still gossips to the dead for GossipToTheDeadTime (1 s in
+	// fastGossip), and the mesh connection lives for its idle timeout:
+	// either would heal a short cut by itself; wait them out.
+	time.Sleep(3 * time.Second)
+	f.Set(nil)
+	waitFor(t, 10*time.Second, both(2))
 }

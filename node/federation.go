@@ -173,6 +173,8 @@ func (f *federation) onEvent(ev cluster.Event) {
 	if wan == nil {
 		return
 	}
+	// The live members of other DCs, then those stored before: a DC cut
+	// off for a while must still know whom to rejoin after a restart.
 	var peers []string
 	for _, m := range wan.Members() {
 		if m.MetaErr == nil && m.Meta.DCID != f.c.cfg.DC && len(peers) < maxWANPeers {
@@ -182,9 +184,14 @@ func (f *federation) onEvent(ev cluster.Event) {
 	if len(peers) == 0 {
 		return // forget nobody: a DC alone for a while still belongs
 	}
-	sort.Strings(peers)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	for _, p := range f.saved {
+		if len(peers) < maxWANPeers && !slices.Contains(peers, p) {
+			peers = append(peers, p)
+		}
+	}
+	sort.Strings(peers)
 	if slices.Equal(peers, f.saved) {
 		return
 	}
