@@ -22,10 +22,12 @@ import (
 // with cluster.Keygen, one data dir and fixed ports per node (so a killed
 // node restarts where its peers and clients look for it), formed with
 // --bootstrap-expect n and every node told to --join all mesh addresses.
+// With a dcSpec it is one DC of a federation (see federation.go).
 type childCluster struct {
 	bin   string
 	procs int
-	root  string // temp dir: secrets and every node's data
+	root  string // temp dir: secrets (unless shared) and every node's data
+	spec  dcSpec
 	log   *slog.Logger
 	httpc *http.Client
 
@@ -33,17 +35,40 @@ type childCluster struct {
 	nodes              []*child // nodes[i] is nil while node i is down
 }
 
+// dcSpec places a child DC in a federation of several; the zero value is
+// a DC on its own (DC 1, its own secrets, node ids n1, n2, ...).
+type dcSpec struct {
+	// dc is the DC id (--dc); 0 leaves the node's default. Set, it also
+	// prefixes node ids (d2n1), which must be unique federation-wide.
+	dc int
+	// secrets is a secrets dir shared by the federation's DCs (one CA, one
+	// gossip key, one server key), made by the caller; empty makes the
+	// DC's own in its temp dir.
+	secrets string
+	// joinWAN is "id@mesh-addr" of a node of another DC (--join-wan).
+	joinWAN string
+	// env is added to every node's environment: MTNODE_* settings that
+	// have no flag, such as cluster.fault_injection.
+	env []string
+}
+
 // clusterStartTimeout bounds forming the DC or restarting one node:
 // gossip, an election and, on first start, the RSA server key.
 const clusterStartTimeout = 90 * time.Second
 
 // startCluster forms an n-node DC and returns once every node serves.
-func startCluster(ctx context.Context, bin string, procs, n int, log *slog.Logger) (cl *childCluster, err error) {
+func startCluster(ctx context.Context, bin string, procs, n int, log *slog.Logger) (*childCluster, error) {
+	return startDC(ctx, bin, procs, n, dcSpec{}, log)
+}
+
+// startDC forms an n-node DC placed by spec and returns once every node
+// serves.
+func startDC(ctx context.Context, bin string, procs, n int, spec dcSpec, log *slog.Logger) (cl *childCluster, err error) {
 	root, err := os.MkdirTemp("", "mtnode-bench-cluster-")
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
-	c0 := &childCluster{bin: bin, procs: procs, root: root, log: log,
+	c0 := &childCluster{bin: bin, procs: procs, root: root, spec: spec, log: log,
 		httpc: &http.Client{Timeout: 2 * time.Second}}
 	cl = c0
 	defer func() {
@@ -51,8 +76,10 @@ func startCluster(ctx context.Context, bin string, procs, n int, log *slog.Logge
 			c0.Close()
 		}
 	}()
-	if _, err := cluster.Keygen(cl.secrets(), time.Now()); err != nil {
-		return nil, fmt.Errorf("cluster keygen: %w", err)
+	if spec.secrets == "" {
+		if _, err := cluster.Keygen(cl.secrets(), time.Now()); err != nil {
+			return nil, fmt.Errorf("cluster keygen: %w", err)
+		}
 	}
 	for range n {
 		m, err := freeAddr("udp")
@@ -72,7 +99,7 @@ func startCluster(ctx context.Context, bin string, procs, n int, log *slog.Logge
 	cl.nodes = make([]*child, n)
 	for i := range n {
 		args := append(cl.args(i), "--bootstrap-expect", fmt.Sprint(n), "--join", strings.Join(cl.mesh, ","))
-		if cl.nodes[i], err = spawnChild(bin, procs, args); err != nil {
+		if cl.nodes[i], err = spawnChild(bin, procs, spec.env, args); err != nil {
 			return nil, err
 		}
 	}
@@ -85,8 +112,20 @@ func startCluster(ctx context.Context, bin string, procs, n int, log *slog.Logge
 	return cl, nil
 }
 
-func (cl *childCluster) secrets() string { return filepath.Join(cl.root, "secrets") }
-func (cl *childCluster) id(i int) string { return fmt.Sprintf("n%d", i+1) }
+func (cl *childCluster) secrets() string {
+	if cl.spec.secrets != "" {
+		return cl.spec.secrets
+	}
+	return filepath.Join(cl.root, "secrets")
+}
+
+func (cl *childCluster) id(i int) string {
+	if cl.spec.dc > 0 {
+		return fmt.Sprintf("d%dn%d", cl.spec.dc, i+1)
+	}
+	return fmt.Sprintf("n%d", i+1)
+}
+
 func (cl *childCluster) dataDir(i int) string {
 	return filepath.Join(cl.root, cl.id(i))
 }
@@ -94,7 +133,7 @@ func (cl *childCluster) dataDir(i int) string {
 // args are node i's flags; forming adds --bootstrap-expect and --join, a
 // restart finds its peers in its own raft state.
 func (cl *childCluster) args(i int) []string {
-	return []string{"run",
+	args := []string{"run",
 		"--data-dir", cl.dataDir(i),
 		"--cluster", cl.secrets(),
 		"--node-id", cl.id(i),
@@ -104,6 +143,13 @@ func (cl *childCluster) args(i int) []string {
 		"--log-format", "json",
 		"--log-level", "info",
 	}
+	if cl.spec.dc > 0 {
+		args = append(args, "--dc", fmt.Sprint(cl.spec.dc))
+	}
+	if cl.spec.joinWAN != "" {
+		args = append(args, "--join-wan", cl.spec.joinWAN)
+	}
+	return args
 }
 
 // kill ends node i with SIGKILL and waits until the process is gone.
@@ -128,7 +174,7 @@ func (cl *childCluster) restart(ctx context.Context, i int) error {
 			peers = append(peers, m)
 		}
 	}
-	c, err := spawnChild(cl.bin, cl.procs, append(cl.args(i), "--join", strings.Join(peers, ",")))
+	c, err := spawnChild(cl.bin, cl.procs, cl.spec.env, append(cl.args(i), "--join", strings.Join(peers, ",")))
 	if err != nil {
 		return err
 	}

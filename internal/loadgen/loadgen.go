@@ -48,14 +48,19 @@ const (
 	// measures how long until other nodes lead those groups and until
 	// sends are acknowledged again. Not in "all".
 	Failover Scenario = "failover"
+	// Federation forms two child DCs federated over the WAN pool and
+	// measures same-DC against cross-DC messages, and the drain of a
+	// backlog queued while the DCs were cut apart, without and with an
+	// added WAN delay (federation.go). Not in "all".
+	Federation Scenario = "federation"
 )
 
 // Scenarios lists every scenario of a default run ("all"), in run order.
 var Scenarios = []Scenario{Crypto, Handshake, Ping, Chat, Idle}
 
 // AllScenarios is every scenario Run knows, in run order: Scenarios, then
-// Failover, which runs only when asked for.
-var AllScenarios = []Scenario{Crypto, Handshake, Ping, Chat, Idle, Failover}
+// Failover and Federation, which run only when asked for.
+var AllScenarios = []Scenario{Crypto, Handshake, Ping, Chat, Idle, Failover, Federation}
 
 // ErrNoMetrics is returned by the idle scenario when the node's /metrics
 // address is unknown (an external target without Options.MetricsAddr).
@@ -94,6 +99,8 @@ type Options struct {
 	Nodes []int
 	// Failovers is how many kills the failover scenario does; 5.
 	Failovers int
+	// Federation configures the federation scenario.
+	Federation FederationOptions
 	// SetupConcurrency bounds connections being set up at once (each does
 	// its own key exchange); 16.
 	SetupConcurrency int
@@ -147,6 +154,7 @@ func (o *Options) setDefaults() {
 	if o.Failovers <= 0 {
 		o.Failovers = 5
 	}
+	o.Federation.setDefaults()
 	if o.IdleConns <= 0 {
 		o.IdleConns = 1000
 	}
@@ -216,6 +224,8 @@ type Report struct {
 	Chat      []ChatReport
 	Idle      *IdleReport
 	Failover  *FailoverReport
+
+	Federation *FederationReport
 }
 
 // runState is what the scenarios of one run share.
@@ -289,6 +299,14 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	if slices.Contains(opts.Scenarios, Failover) && opts.Addr != "" {
 		return nil, errors.New("loadgen: the failover scenario needs child nodes (no --addr)")
 	}
+	if slices.Contains(opts.Scenarios, Federation) {
+		if opts.Addr != "" {
+			return nil, errors.New("loadgen: the federation scenario needs child nodes (no --addr)")
+		}
+		if err := opts.Federation.check(); err != nil {
+			return nil, err
+		}
+	}
 	for _, n := range opts.Conns {
 		if n <= 0 {
 			return nil, fmt.Errorf("loadgen: connection count %d", n)
@@ -335,6 +353,13 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		rep.Failover = fr
 		if err != nil {
 			return rep, fmt.Errorf("failover: %w", err)
+		}
+	}
+	if want(Federation) {
+		fr, err := runFederation(ctx, &opts, log)
+		rep.Federation = fr
+		if err != nil {
+			return rep, fmt.Errorf("federation: %w", err)
 		}
 	}
 	return rep, nil

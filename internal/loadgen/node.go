@@ -50,7 +50,7 @@ func startChild(ctx context.Context, bin string, procs int) (c *child, err error
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
-	c, err = spawnChild(bin, procs, []string{"run",
+	c, err = spawnChild(bin, procs, nil, []string{"run",
 		"--data-dir", filepath.Join(dir, "data"),
 		"--client-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0",
@@ -68,12 +68,13 @@ func startChild(ctx context.Context, bin string, procs int) (c *child, err error
 	return c, nil
 }
 
-// spawnChild starts `bin args...` and returns at once; waitServing waits
-// for its "mtnode serving" line. The child gets SIGKILL if this process
-// dies (Linux), so no node outlives the bench.
-func spawnChild(bin string, procs int, args []string) (*child, error) {
+// spawnChild starts `bin args...` with env added to this process's
+// environment and returns at once; waitServing waits for its "mtnode
+// serving" line. The child gets SIGKILL if this process dies (Linux), so
+// no node outlives the bench.
+func spawnChild(bin string, procs int, env, args []string) (*child, error) {
 	cmd := exec.Command(bin, args...)
-	cmd.Env = os.Environ()
+	cmd.Env = append(os.Environ(), env...)
 	if procs > 0 {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(procs))
 	}

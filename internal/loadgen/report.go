@@ -125,6 +125,9 @@ func (r *Report) Markdown(w io.Writer) error {
 	if r.Failover != nil {
 		r.failoverMarkdown(p)
 	}
+	if r.Federation != nil {
+		r.federationMarkdown(p)
+	}
 	return p.err
 }
 
