@@ -17,7 +17,8 @@ const (
 	KindPush      StreamKind = 3 // the update push bus
 	KindGossip    StreamKind = 4 // the data center's (LAN) gossip
 	KindGossipWAN StreamKind = 5 // the federation's (WAN) gossip
-	maxKind                  = KindGossipWAN
+	KindProxy     StreamKind = 6 // a client's MTProto frames relayed to a node of the DC it asked for
+	maxKind                  = KindProxy
 )
 
 // String names the kind for logs.
@@ -33,6 +34,8 @@ func (k StreamKind) String() string {
 		return "gossip"
 	case KindGossipWAN:
 		return "gossip-wan"
+	case KindProxy:
+		return "proxy"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }

@@ -238,6 +238,35 @@ func TestFederation(t *testing.T) {
 		}
 	}
 
+	// A client that asks for DC2 in its obfuscated2 header but reaches a
+	// node of DC1 (as through an MTProxy) is relayed to DC2 and served
+	// there: b's key and session work as at home.
+	n1 := f.dcs[1].nodes[1]
+	relayed, err := mtclient.New(mtclient.Options{
+		Addr: n1.ClientAddr, DC: 2, PublicKeyFile: n1.PublicKey,
+		Transport: mtclient.Obfuscated2, SessionFile: sessB,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runClient(relayed, func(ctx context.Context) error {
+		self, err := relayed.Self(ctx)
+		if err != nil {
+			return fmt.Errorf("b through a DC1 node: %w", err)
+		}
+		if self.ID != b.ID {
+			return fmt.Errorf("b through a DC1 node is user %d, want %d", self.ID, b.ID)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := scrape(n1); err != nil {
+		t.Fatal(err)
+	} else if v, _ := m.get("mtnode_proxy_relayed_total", map[string]string{"result": "ok"}); v == 0 {
+		t.Error("DC1's node relayed no client to DC2")
+	}
+
 	// b, signed in at home (DC2), imports its authorization into DC1
 	// (gotd's DC pool exports and imports it). There, calls about b's data
 	// answer USER_MIGRATE_2; ended from home, the imported authorization

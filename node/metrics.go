@@ -33,6 +33,7 @@ type clusterMetrics struct {
 	outboxPending  *prometheus.GaugeVec
 	outboxSteps    *prometheus.CounterVec
 	followerReads  *prometheus.CounterVec
+	relayed        *prometheus.CounterVec
 	dcQueueDepth   *prometheus.GaugeVec
 	dcQueueAge     *prometheus.GaugeVec
 
@@ -107,12 +108,15 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 		dcQueueAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mtnode_dc_queue_age_seconds", Help: "Age of the oldest step bound for another DC not acknowledged yet, in the outbox of a group this node leads, by DC and group.",
 		}, []string{"dc", "group"}),
+		relayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mtnode_proxy_relayed_total", Help: "Proxied clients relayed to a node of the DC they asked for, by result (ok, unreachable).",
+		}, []string{"result"}),
 		dcSeries: map[int][]int{},
 	}
 	reg.MustRegister(m.applySeconds, m.leaderChanges, m.isLeader, m.groupsLed, m.appliedIndex, m.commitIndex,
 		m.applyLag, m.snapshotBytes, m.members, m.gossipHealth, m.autopilotSteps, m.forwarded,
 		m.forwardSeconds, m.pushFrames, m.outboxPending, m.outboxSteps, m.followerReads,
-		m.dcQueueDepth, m.dcQueueAge)
+		m.dcQueueDepth, m.dcQueueAge, m.relayed)
 	return m
 }
 

@@ -30,9 +30,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mtnode/mtnode/api"
+	"github.com/mtnode/mtnode/cluster"
 	"github.com/mtnode/mtnode/config"
 	"github.com/mtnode/mtnode/messaging"
 	"github.com/mtnode/mtnode/protocol"
+	"github.com/mtnode/mtnode/protocol/transport"
 	"github.com/mtnode/mtnode/storage"
 )
 
@@ -205,7 +207,12 @@ func (n *Node) build(sec secrets, keys protocol.KeyStore, state api.State, rt *r
 		rt.local = svc
 		handler = rt
 	}
+	var route func(context.Context, transport.Conn, transport.Metadata) bool
+	if n.cl != nil {
+		route = n.cl.routeProxied
+	}
 	srv, err := protocol.NewServer(protocol.Options{
+		Route: route,
 		Config: protocol.Config{
 			DC:               n.cfg.DC,
 			MaxConnections:   n.cfg.Protocol.MaxConnections,
@@ -226,6 +233,9 @@ func (n *Node) build(sec secrets, keys protocol.KeyStore, state api.State, rt *r
 		return err
 	}
 	n.srv = srv
+	if n.cl != nil {
+		n.cl.mesh.Handle(cluster.KindProxy, n.cl.serveRelayed(srv))
+	}
 	n.notify.srv.Store(srv)
 	n.notify.render.Store(renderer(svc))
 	if n.bus != nil {

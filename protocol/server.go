@@ -82,6 +82,21 @@ type Options struct {
 	// PushPerm can reach here. It is called with the session table locked,
 	// in order, and must not block or call back into the Server.
 	OnPresence func(permKeyID int64, present bool)
+	// Route, if set, sees every accepted connection before it is served
+	// here, with what its obfuscated2 header declared, and may take it
+	// (returning true): a node relays a client that asked for another DC
+	// there. It runs on the connection's goroutine and returns when done
+	// with it.
+	Route func(ctx context.Context, tc transport.Conn, meta transport.Metadata) bool
+	// OnReject, if set, gets a connection the transport refused, with the
+	// error, instead of it being closed, and returns when done with it (a
+	// node splices probes to its front site). It must close nc.
+	OnReject func(ctx context.Context, nc net.Conn, err error)
+	// Transport, if set, replaces the transport options derived from
+	// Config (MTProxy secrets, FakeTLS); its MaxFrameSize and Rand are
+	// filled in from Config and Rand when zero. Called per connection, so
+	// a reloaded set of secrets applies to new connections at once.
+	Transport func() transport.Options
 }
 
 // maxSessions and maxSessionsPerKey bound the session table: one auth key
@@ -108,6 +123,9 @@ type Server struct {
 	ids        msgIDs
 	kx         keyx.Config
 	topts      transport.Options
+	topt       func() transport.Options
+	route      func(context.Context, transport.Conn, transport.Metadata) bool
+	onReject   func(context.Context, net.Conn, error)
 
 	handshakes chan struct{}
 	connCount  atomic.Int64
@@ -157,6 +175,9 @@ func NewServer(opts Options) (*Server, error) {
 		cfg:        cfg,
 		handler:    opts.Handler,
 		onPresence: opts.OnPresence,
+		topt:       opts.Transport,
+		route:      opts.Route,
+		onReject:   opts.OnReject,
 		log:        opts.Logger.With("component", "protocol"),
 		metrics:    opts.Metrics,
 		now:        opts.Now,
@@ -281,15 +302,70 @@ func (s *Server) serve(ctx context.Context, nc net.Conn) {
 	defer stop()
 
 	_ = nc.SetReadDeadline(s.now().Add(s.cfg.HandshakeTimeout))
-	tc, err := transport.Accept(nc, s.topts)
+	tc, err := transport.Accept(nc, s.transportOptions())
 	if err != nil {
 		s.log.Debug("transport not recognised", "remote", nc.RemoteAddr(), "err", err)
+		if s.onReject != nil {
+			_ = nc.SetReadDeadline(time.Time{})
+			s.onReject(ctx, nc, err)
+			return
+		}
 		nc.Close()
 		return
 	}
+	if s.route != nil {
+		meta, _ := transport.MetadataOf(tc)
+		if s.route(ctx, tc, meta) {
+			return
+		}
+	}
+	s.serveTransport(ctx, tc)
+}
+
+// transportOptions are the options of the next Accept.
+func (s *Server) transportOptions() transport.Options {
+	if s.topt == nil {
+		return s.topts
+	}
+	o := s.topt()
+	if o.MaxFrameSize == 0 {
+		o.MaxFrameSize = s.topts.MaxFrameSize
+	}
+	if o.Rand == nil {
+		o.Rand = s.topts.Rand
+	}
+	return o
+}
+
+func (s *Server) serveTransport(ctx context.Context, tc transport.Conn) {
 	s.metrics.connsTotal.WithLabelValues(tc.Name()).Inc()
 	c := newConn(s, tc)
 	c.run(ctx)
+}
+
+// ServeTransport serves a connection already framed by a transport: one
+// another node relayed here (Options.Route there). It counts against
+// MaxConnections like any other and returns when the connection ends.
+func (s *Server) ServeTransport(ctx context.Context, tc transport.Conn) {
+	if !s.track() {
+		tc.Close()
+		return
+	}
+	defer s.wg.Done()
+	if s.connCount.Add(1) > int64(s.cfg.MaxConnections) {
+		s.connCount.Add(-1)
+		s.metrics.connsRejected.Inc()
+		tc.Close()
+		return
+	}
+	defer s.connCount.Add(-1)
+	s.metrics.connsActive.Inc()
+	defer s.metrics.connsActive.Dec()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+	s.serveTransport(ctx, tc)
 }
 
 // acquireHandshake takes a handshake slot without waiting.
