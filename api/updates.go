@@ -231,6 +231,35 @@ func (s *Service) RenderEvent(ev messaging.Event) (bin.Encoder, error) {
 	return out, err
 }
 
+// RenderEvents renders several events of one user, each with a pts, as
+// one updates container: a burst (a batch carried from another group or
+// DC) then costs the user's sessions one push instead of one each, and
+// their outgoing queues do not overflow. One event renders as RenderEvent
+// does.
+func (s *Service) RenderEvents(evs []messaging.Event) (bin.Encoder, error) {
+	if len(evs) == 1 {
+		return s.RenderEvent(evs[0])
+	}
+	out := &tg.Updates{Chats: []tg.ChatClass{}, Date: int(s.opts.Now().Unix())}
+	var ids []int64
+	for _, ev := range evs {
+		if ev.UserID != evs[0].UserID || ev.Pts == 0 {
+			return nil, fmt.Errorf("render events: mixed users or an event without pts")
+		}
+		u, err := tg.DecodeUpdate(&bin.Buffer{Buf: ev.Update})
+		if err != nil {
+			return nil, fmt.Errorf("decode event: %w", err)
+		}
+		out.Updates = append(out.Updates, u)
+		ids = append(ids, updateUserIDs(u)...)
+	}
+	err := s.m.View(context.Background(), func(tx storage.Reader) (err error) {
+		out.Users, err = s.usersFor(tx, evs[0].UserID, ids)
+		return err
+	})
+	return out, err
+}
+
 // shortMessage converts updateNewMessage of a plain private text (no
 // forward header, media or markup) into updateShortMessage.
 func shortMessage(u tg.UpdateClass) (*tg.UpdateShortMessage, bool) {

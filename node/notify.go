@@ -12,11 +12,17 @@ import (
 	"github.com/mtnode/mtnode/storage"
 )
 
-// renderer turns a committed event into the TL a session is pushed; the
+// renderer turns committed events into the TL a session is pushed; the
 // api package owns the forms Telegram uses (short updates, users).
 type renderer interface {
 	RenderEvent(ev messaging.Event) (bin.Encoder, error)
+	// RenderEvents renders events of one user, each with a pts, as one
+	// container.
+	RenderEvents(evs []messaging.Event) (bin.Encoder, error)
 }
+
+// maxPushBatch bounds the events pushed in one container.
+const maxPushBatch = 100
 
 // notifier pushes committed messaging events to the live sessions of each
 // user's authorizations, except the one (ExceptAuth) whose RPC answer
@@ -45,7 +51,19 @@ func (n *notifier) Notify(events []messaging.Event) {
 	if m == nil || r == nil || n.push == nil {
 		return
 	}
-	for _, ev := range events {
+	for len(events) > 0 {
+		// A run of one user's events with pts (and the same session to
+		// skip) goes as one push.
+		ev, k := events[0], 1
+		for ev.Pts != 0 && k < len(events) && k < maxPushBatch {
+			next := events[k]
+			if next.UserID != ev.UserID || next.ExceptAuth != ev.ExceptAuth || next.Pts == 0 {
+				break
+			}
+			k++
+		}
+		run := events[:k]
+		events = events[k:]
 		var perms []int64
 		if err := m.View(context.Background(), func(tx storage.Reader) error {
 			var err error
@@ -58,9 +76,9 @@ func (n *notifier) Notify(events []messaging.Event) {
 		if len(perms) == 0 || (len(perms) == 1 && perms[0] == ev.ExceptAuth) {
 			continue
 		}
-		msg, err := r.RenderEvent(ev)
+		msg, err := r.RenderEvents(run)
 		if err != nil {
-			n.log.Error("render event", "user", ev.UserID, "pts", ev.Pts, "err", err)
+			n.log.Error("render event", "user", ev.UserID, "pts", ev.Pts, "events", len(run), "err", err)
 			continue
 		}
 		to := perms[:0:0]
