@@ -62,6 +62,7 @@ type federation struct {
 	copyMu  sync.Mutex
 	freshAt map[string]time.Time // user keys last read from their home
 	downAt  map[int]time.Time    // DCs whose last read failed
+	probeAt map[int]time.Time    // when each down DC was last probed
 }
 
 func newFederation(c *clusterNode, gossipKey []byte, meta *storage.Table) (*federation, error) {
@@ -716,12 +717,13 @@ func (c *clusterNode) acceptDCBatch(ctx context.Context, b dcBatch) error {
 
 // Copies of other DCs' users (messaging.RemoteUser): a record read from
 // its home within copyFresh is served from this DC's copy with no WAN
-// round trip; after a failed read of a DC, reads skip it for dcDownFor
-// and serve copies, so a cut link costs one timeout, not one per read.
+// round trip. After a failed read of a DC, reads of it serve copies at
+// once, and one background read every dcProbeEvery finds out when it
+// answers again: a cut link costs one timeout, not one per read.
 const (
-	copyFresh  = 30 * time.Second
-	dcDownFor  = 5 * time.Second
-	maxFreshes = 100000
+	copyFresh    = 30 * time.Second
+	dcProbeEvery = 5 * time.Second
+	maxFreshes   = 100000
 )
 
 // remoteGet reads a key homed in DC dc. A user record comes from its
@@ -734,7 +736,11 @@ func (r *shardReader) remoteGet(dc int, k []byte) ([]byte, error) {
 		return f.get(r.ctx, dc, k)
 	}
 	local, lerr := r.localGet(k)
-	if lerr == nil && (f.fresh(k) || f.down(dc)) {
+	if lerr == nil && f.fresh(k) {
+		return local, nil
+	}
+	if lerr == nil && f.down(dc) {
+		f.probe(dc, k, local)
 		return local, nil
 	}
 	v, err := f.get(r.ctx, dc, k)
@@ -763,11 +769,39 @@ func (f *federation) fresh(k []byte) bool {
 	return ok && time.Since(at) < copyFresh
 }
 
-// down reports whether a read of DC dc failed within dcDownFor.
+// down reports whether the last read of DC dc failed.
 func (f *federation) down(dc int) bool {
 	f.copyMu.Lock()
 	defer f.copyMu.Unlock()
-	return time.Since(f.downAt[dc]) < dcDownFor
+	_, ok := f.downAt[dc]
+	return ok
+}
+
+// probe reads k from DC dc in the background, at most once per
+// dcProbeEvery per DC: the DC is up again (and the copy refreshed) once
+// it answers.
+func (f *federation) probe(dc int, k, local []byte) {
+	f.copyMu.Lock()
+	if time.Since(f.probeAt[dc]) < dcProbeEvery {
+		f.copyMu.Unlock()
+		return
+	}
+	if f.probeAt == nil {
+		f.probeAt = map[int]time.Time{}
+	}
+	f.probeAt[dc] = time.Now()
+	f.copyMu.Unlock()
+	k, local = slices.Clone(k), slices.Clone(local)
+	f.c.spawn(func() {
+		v, err := f.get(f.c.ctx, dc, k)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return
+		}
+		f.touch(k, dc, true)
+		if err == nil && !bytes.Equal(v, local) {
+			f.storeCopy(k, v)
+		}
+	})
 }
 
 // touch records a read of k from DC dc: answered (fresh) or failed.
