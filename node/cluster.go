@@ -60,6 +60,7 @@ type clusterNode struct {
 	mesh    *cluster.Mesh
 	members *cluster.Membership
 	fed     *federation // the WAN pool and the DC table
+	relay   *relayer    // proxied clients of other DCs
 	// faults programs the mesh socket's fault injector, faultConn; both
 	// nil unless cluster.fault_injection.
 	faults    *cluster.Faults
@@ -210,6 +211,10 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 	fed, err := newFederation(c, gossipKey, db.Table("meta"))
 	if err != nil {
 		return nil, err
+	}
+	c.relay = &relayer{
+		mesh: c.mesh, members: fed.membersOf, results: m.relayed, bytes: m.relayBytes,
+		log: c.log, maxFrame: cfg.Protocol.MaxFrameSize,
 	}
 	c.mu.Lock() // onEvent reads it
 	c.fed = fed

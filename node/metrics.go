@@ -34,6 +34,7 @@ type clusterMetrics struct {
 	outboxSteps    *prometheus.CounterVec
 	followerReads  *prometheus.CounterVec
 	relayed        *prometheus.CounterVec
+	relayBytes     *prometheus.CounterVec
 	dcQueueDepth   *prometheus.GaugeVec
 	dcQueueAge     *prometheus.GaugeVec
 
@@ -111,12 +112,15 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 		relayed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mtnode_proxy_relayed_total", Help: "Proxied clients relayed to a node of the DC they asked for, by result (ok, unreachable).",
 		}, []string{"result"}),
+		relayBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mtnode_proxy_relayed_bytes_total", Help: "MTProto frame bytes relayed to other DCs' nodes, by direction (in: from clients, out: to clients).",
+		}, []string{"dir"}),
 		dcSeries: map[int][]int{},
 	}
 	reg.MustRegister(m.applySeconds, m.leaderChanges, m.isLeader, m.groupsLed, m.appliedIndex, m.commitIndex,
 		m.applyLag, m.snapshotBytes, m.members, m.gossipHealth, m.autopilotSteps, m.forwarded,
 		m.forwardSeconds, m.pushFrames, m.outboxPending, m.outboxSteps, m.followerReads,
-		m.dcQueueDepth, m.dcQueueAge, m.relayed)
+		m.dcQueueDepth, m.dcQueueAge, m.relayed, m.relayBytes)
 	return m
 }
 

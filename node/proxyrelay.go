@@ -5,12 +5,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gotd/td/bin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mtnode/mtnode/cluster"
 	"github.com/mtnode/mtnode/protocol"
@@ -36,6 +39,18 @@ const relayDial = 5 * time.Second
 // maxRelayAddr bounds the address frame.
 const maxRelayAddr = 128
 
+// relayer relays proxied clients to the DCs they ask for: a clustered
+// node's (for clients of other DCs) and a storage-less proxy's (for all).
+type relayer struct {
+	mesh     *cluster.Mesh
+	members  func(dc int) []cluster.Member // live members of a DC
+	results  *prometheus.CounterVec        // by result: ok, unreachable
+	bytes    *prometheus.CounterVec        // by direction: in (from clients), out
+	log      *slog.Logger
+	maxFrame int
+	next     atomic.Uint32 // spreads relays over a DC's members
+}
+
 // routeProxied is protocol.Options.Route on a clustered node.
 func (c *clusterNode) routeProxied(ctx context.Context, tc transport.Conn, meta transport.Metadata) bool {
 	dc := int(meta.DC)
@@ -45,42 +60,42 @@ func (c *clusterNode) routeProxied(ctx context.Context, tc transport.Conn, meta 
 	if dc == 0 || dc == c.cfg.DC {
 		return false
 	}
-	c.relayTo(ctx, dc, tc)
+	c.relay.relayTo(ctx, dc, tc)
 	return true
 }
 
 // relayTo relays tc to a node of DC dc until either side ends; a DC with
 // no reachable member gets the client a transport error (-404, as a
 // Telegram DC answers a client it cannot serve).
-func (c *clusterNode) relayTo(ctx context.Context, dc int, tc transport.Conn) {
+func (r *relayer) relayTo(ctx context.Context, dc int, tc transport.Conn) {
 	defer tc.Close()
-	s, err := c.openRelay(ctx, dc)
+	s, err := r.open(ctx, dc)
 	if err != nil {
-		c.metrics.relayed.WithLabelValues("unreachable").Inc()
-		c.log.Debug("relay: no node of the DC asked for", "dc", dc, "err", err)
+		r.results.WithLabelValues("unreachable").Inc()
+		r.log.Debug("relay: no node of the DC asked for", "dc", dc, "err", err)
 		_ = tc.WriteError(-404)
 		return
 	}
 	defer s.Close()
-	c.metrics.relayed.WithLabelValues("ok").Inc()
+	r.results.WithLabelValues("ok").Inc()
 	if err := cluster.WriteFrame(s, []byte(tc.RemoteAddr().String())); err != nil {
 		return
 	}
-	pipeFrames(ctx, tc, s, c.cfg.Protocol.MaxFrameSize)
+	r.pipe(ctx, tc, s)
 }
 
-// openRelay opens a relay stream to a live member of DC dc, trying each.
-func (c *clusterNode) openRelay(ctx context.Context, dc int) (*cluster.Stream, error) {
-	ms := c.fed.membersOf(dc)
+// open opens a relay stream to a live member of DC dc, trying each.
+func (r *relayer) open(ctx context.Context, dc int) (*cluster.Stream, error) {
+	ms := r.members(dc)
 	if len(ms) == 0 {
 		return nil, fmt.Errorf("DC %d has no live member", dc)
 	}
-	start := int(c.fed.next.Add(1))
+	start := int(r.next.Add(1))
 	var lastErr error
 	for i := range ms {
 		m := ms[(start+i)%len(ms)]
 		dctx, cancel := context.WithTimeout(ctx, relayDial)
-		s, err := c.mesh.Open(dctx, m.ID, m.Addr, cluster.KindProxy)
+		s, err := r.mesh.Open(dctx, m.ID, m.Addr, cluster.KindProxy)
 		cancel()
 		if err == nil {
 			return s, nil
@@ -90,9 +105,9 @@ func (c *clusterNode) openRelay(ctx context.Context, dc int) (*cluster.Stream, e
 	return nil, lastErr
 }
 
-// pipeFrames copies frames between a client connection and a relay
-// stream until either ends.
-func pipeFrames(ctx context.Context, tc transport.Conn, s *cluster.Stream, maxFrame int) {
+// pipe copies frames between a client connection and a relay stream
+// until either ends, counting the bytes.
+func (r *relayer) pipe(ctx context.Context, tc transport.Conn, s *cluster.Stream) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() {
@@ -107,7 +122,7 @@ func pipeFrames(ctx context.Context, tc transport.Conn, s *cluster.Stream, maxFr
 		defer cancel()
 		var buf []byte
 		for {
-			b, err := cluster.ReadFrame(s, buf[:0], maxFrame+8)
+			b, err := cluster.ReadFrame(s, buf[:0], r.maxFrame+8)
 			if err != nil {
 				return
 			}
@@ -115,6 +130,7 @@ func pipeFrames(ctx context.Context, tc transport.Conn, s *cluster.Stream, maxFr
 			if err := tc.WriteFrame(b); err != nil {
 				return
 			}
+			r.bytes.WithLabelValues("out").Add(float64(len(b)))
 		}
 	}()
 	var b bin.Buffer
@@ -126,6 +142,7 @@ func pipeFrames(ctx context.Context, tc transport.Conn, s *cluster.Stream, maxFr
 		if err := cluster.WriteFrame(s, b.Buf); err != nil {
 			break
 		}
+		r.bytes.WithLabelValues("in").Add(float64(len(b.Buf)))
 	}
 	cancel()
 	wg.Wait()
