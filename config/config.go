@@ -121,6 +121,40 @@ type Config struct {
 	Federation Federation `toml:"federation"`
 	// Routing says how calls for another DC are handled.
 	Routing Routing `toml:"routing"`
+	// Proxy configures the MTProxy front door on the client port.
+	Proxy Proxy `toml:"proxy"`
+}
+
+// Proxy configures the node's MTProxy front door: the client port also
+// accepts connections made with a proxy secret (obfuscated2 keyed by it,
+// or FakeTLS), so a client that can reach only this node reaches its DC.
+// Every key here may change on a config reload (see Reloader): revoking a
+// secret must not need a restart.
+type Proxy struct {
+	// Secrets lists the accepted proxy secrets, comma-separated, each in
+	// hex as clients take it (see ParseProxySecrets and ProxySecrets).
+	// Empty accepts none.
+	Secrets string `toml:"secrets"`
+	// Front is host:port of the real site an ee (FakeTLS) secret imitates.
+	// A connection that is not a valid FakeTLS handshake (a censor's
+	// probe) is relayed there, so the port looks like that site. Empty
+	// disables fronting: ee secrets still work, but probes are closed.
+	Front string `toml:"front"`
+	// MaxConnectionsPerIP caps the connections one client IP may hold open
+	// through the front door. Clients behind one NAT share an address, so
+	// keep it generous.
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	// FrontMaxConcurrent caps fronted connections open at once, all IPs
+	// together; probes beyond it are closed.
+	FrontMaxConcurrent int `toml:"front_max_concurrent"`
+	// FrontRatePerIP caps the connections one IP may have fronted per
+	// minute; further probes from it within the minute are closed. An
+	// integer per minute, because settings carry no fractions.
+	FrontRatePerIP int `toml:"front_rate_per_ip"`
+	// RequireSecret rejects obfuscated2 without a proxy secret on the
+	// client port. Official apps connecting directly use exactly that, so
+	// only set it on a node that should be reachable as a proxy alone.
+	RequireSecret bool `toml:"require_secret"`
 }
 
 // Federation configures how the DCs of a federation share users. Every
@@ -346,6 +380,11 @@ func Default() Config {
 			SnapshotInterval:  Duration{2 * time.Minute},
 		},
 		Federation: Federation{DefaultDC: 1, UsernameDC: 1},
+		Proxy: Proxy{
+			MaxConnectionsPerIP: 64,
+			FrontMaxConcurrent:  256,
+			FrontRatePerIP:      60,
+		},
 	}
 }
 
@@ -369,6 +408,9 @@ const (
 	minGrace, maxGrace             = time.Second, 7 * 24 * time.Hour
 	minSnapEntries, maxSnapEntries = 16, 10_000_000
 	minSnapEvery, maxSnapEvery     = time.Second, 24 * time.Hour
+	minPerIP, maxPerIP             = 1, 1_000_000
+	minFrontConc, maxFrontConc     = 1, 1_000_000
+	minFrontRate, maxFrontRate     = 1, 1_000_000
 	levelNames                     = "debug, info, warn, error"
 	formatNames                    = "text, json"
 )
@@ -392,7 +434,7 @@ func (c *Config) validate(sources map[string]string) error {
 		errs = append(errs, &Error{
 			Source: sources[f.key],
 			Key:    f.key,
-			Value:  formatValue(f.ptr(c)),
+			Value:  redact(f.key, formatValue(f.ptr(c))),
 			Reason: reason,
 			Err:    ErrInvalidValue,
 		})
@@ -593,6 +635,25 @@ func fields() []field {
 			return checkIntRange(c.Federation.UsernameDC, minDC, maxDC)
 		}},
 		{"routing.assist", func(c *Config) any { return &c.Routing.Assist }, func(c *Config) string { return "" }},
+		{"proxy.secrets", func(c *Config) any { return &c.Proxy.Secrets }, func(c *Config) string {
+			if _, err := ParseProxySecrets(c.Proxy.Secrets); err != nil {
+				return err.Error()
+			}
+			return ""
+		}},
+		{"proxy.front", func(c *Config) any { return &c.Proxy.Front }, func(c *Config) string {
+			return checkFront(c)
+		}},
+		{"proxy.max_connections_per_ip", func(c *Config) any { return &c.Proxy.MaxConnectionsPerIP }, func(c *Config) string {
+			return checkIntRange(c.Proxy.MaxConnectionsPerIP, minPerIP, maxPerIP)
+		}},
+		{"proxy.front_max_concurrent", func(c *Config) any { return &c.Proxy.FrontMaxConcurrent }, func(c *Config) string {
+			return checkIntRange(c.Proxy.FrontMaxConcurrent, minFrontConc, maxFrontConc)
+		}},
+		{"proxy.front_rate_per_ip", func(c *Config) any { return &c.Proxy.FrontRatePerIP }, func(c *Config) string {
+			return checkIntRange(c.Proxy.FrontRatePerIP, minFrontRate, maxFrontRate)
+		}},
+		{"proxy.require_secret", func(c *Config) any { return &c.Proxy.RequireSecret }, func(c *Config) string { return "" }},
 	}
 }
 

@@ -213,6 +213,16 @@ func TestEveryKeyFromEveryLayer(t *testing.T) {
 		"federation.default_dc":      {"3", `3`, func(c *Config) bool { return c.Federation.DefaultDC == 3 }},
 		"federation.username_dc":     {"2", `2`, func(c *Config) bool { return c.Federation.UsernameDC == 2 }},
 		"routing.assist":             {"true", `true`, func(c *Config) bool { return c.Routing.Assist }},
+
+		// [proxy]; proxy_test.go covers the secrets' forms and checks.
+		"proxy.secrets": {testSecrets, `"` + testSecrets + `"`, func(c *Config) bool {
+			return c.Proxy.Secrets == testSecrets && len(c.ProxySecrets()) == 3
+		}},
+		"proxy.front":                  {"www.example.com:443", `"www.example.com:443"`, func(c *Config) bool { return c.Proxy.Front == "www.example.com:443" }},
+		"proxy.max_connections_per_ip": {"1", `1`, func(c *Config) bool { return c.Proxy.MaxConnectionsPerIP == 1 }},
+		"proxy.front_max_concurrent":   {"1000000", `1000000`, func(c *Config) bool { return c.Proxy.FrontMaxConcurrent == 1000000 }},
+		"proxy.front_rate_per_ip":      {"5", `5`, func(c *Config) bool { return c.Proxy.FrontRatePerIP == 5 }},
+		"proxy.require_secret":         {"true", `true`, func(c *Config) bool { return c.Proxy.RequireSecret }},
 	}
 	flagFor := map[string]string{}
 	for _, b := range flagBindings() {

@@ -123,20 +123,72 @@ func RegisterFlags(fs *flag.FlagSet) {
 // not silently leave defaults in place. Errors are *Error values (joined when
 // there are several) naming source, key and value.
 func Load(fs *flag.FlagSet, env []string) (*Config, error) {
-	set := map[string]*flag.Flag{}
+	set, err := setFlags(fs)
+	if err != nil {
+		return nil, err
+	}
+	return loadLayers(set, env)
+}
+
+// Reloader returns a function that loads the configuration again from the
+// layers Load(fs, env) uses: the file (named as Load finds it) is read
+// afresh each time, while env and the values of the flags set on fs are
+// copied now, so a reload yields exactly what a restart with the same
+// command line and environment would. A node calls it on SIGHUP, applies
+// the keys for which Reloadable is true among Changed(prev, next), and logs
+// the others as needing a restart; on error it keeps the Config it has.
+// If fs is not parsed yet, the function returns ErrFlagsNotParsed.
+func Reloader(fs *flag.FlagSet, env []string) func() (*Config, error) {
+	set, err := setFlags(fs)
+	env = slices.Clone(env)
+	return func() (*Config, error) {
+		if err != nil {
+			return nil, err
+		}
+		return loadLayers(set, env)
+	}
+}
+
+// Changed lists, in Keys order, the keys whose values differ between prev
+// and next. It names keys only, never values, so it is safe to log.
+func Changed(prev, next *Config) []string {
+	var keys []string
+	for _, f := range fields() {
+		if rawValue(f.ptr(prev)) != rawValue(f.ptr(next)) {
+			keys = append(keys, f.key)
+		}
+	}
+	return keys
+}
+
+// Reloadable reports whether a change of key takes effect on a reload
+// without a restart: the [proxy] table, so that a leaked secret can be
+// revoked at once. Everything else is read once at start.
+func Reloadable(key string) bool {
+	return strings.HasPrefix(key, "proxy.")
+}
+
+// setFlags returns the text of every flag the user set on fs, by name.
+func setFlags(fs *flag.FlagSet) (map[string]string, error) {
+	set := map[string]string{}
 	if fs != nil {
 		if !fs.Parsed() {
 			return nil, fmt.Errorf("config: %w", ErrFlagsNotParsed)
 		}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = f })
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = f.Value.String() })
 	}
+	return set, nil
+}
 
+// loadLayers is Load with the flags already reduced to the values the user
+// set.
+func loadLayers(set map[string]string, env []string) (*Config, error) {
 	cfg := Default()
 	sources := map[string]string{} // key → layer that last set it
 
 	path := ""
 	if f, ok := set[FlagConfig]; ok {
-		path = f.Value.String()
+		path = f
 	} else if v, ok := lookupEnv(env, EnvConfig); ok {
 		path = v
 	}
@@ -207,7 +259,7 @@ func applyEnv(env []string, cfg *Config, sources map[string]string) []error {
 			continue
 		}
 		if reason := setFromText(f.ptr(cfg), val); reason != "" {
-			errs = append(errs, &Error{Source: src, Key: f.key, Value: strconv.Quote(val), Reason: reason, Err: ErrInvalidValue})
+			errs = append(errs, &Error{Source: src, Key: f.key, Value: redact(f.key, strconv.Quote(val)), Reason: reason, Err: ErrInvalidValue})
 			continue
 		}
 		sources[f.key] = src
@@ -217,10 +269,10 @@ func applyEnv(env []string, cfg *Config, sources map[string]string) []error {
 
 // applyFlags applies the flags in set (those the user gave) that are bound
 // to keys.
-func applyFlags(set map[string]*flag.Flag, cfg *Config, sources map[string]string) []error {
+func applyFlags(set map[string]string, cfg *Config, sources map[string]string) []error {
 	var errs []error
 	for _, b := range flagBindings() {
-		fl, ok := set[b.name]
+		val, ok := set[b.name]
 		if !ok {
 			continue
 		}
@@ -229,9 +281,8 @@ func applyFlags(set map[string]*flag.Flag, cfg *Config, sources map[string]strin
 			continue
 		}
 		src := "flag --" + b.name
-		val := fl.Value.String()
 		if reason := setFromText(f.ptr(cfg), val); reason != "" {
-			errs = append(errs, &Error{Source: src, Key: f.key, Value: strconv.Quote(val), Reason: reason, Err: ErrInvalidValue})
+			errs = append(errs, &Error{Source: src, Key: f.key, Value: redact(f.key, strconv.Quote(val)), Reason: reason, Err: ErrInvalidValue})
 			continue
 		}
 		sources[f.key] = src
@@ -435,9 +486,10 @@ func indexKeyValue(p *unstable.Parser, idx map[string]keyPos, prefix []string, k
 	if v.Raw.Length > 0 {
 		raw = string(p.Raw(v.Raw))
 	}
-	idx[strings.Join(key, ".")] = keyPos{
+	k := strings.Join(key, ".")
+	idx[k] = keyPos{
 		line: p.Shape(kv.Raw).Start.Line,
-		raw:  shorten(raw),
+		raw:  redact(k, shorten(raw)),
 	}
 }
 

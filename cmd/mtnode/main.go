@@ -5,12 +5,14 @@
 //	mtnode keygen ...    make a cluster's CA, gossip key and join token, or a node certificate
 //	mtnode status        show the data center's members, leader and lag
 //	mtnode leave         hand a node's replicas off and leave the data center
+//	mtnode proxy secret  make MTProxy secrets and their tg://proxy links
 //	mtnode version       print the version
 //	mtnode help          print usage
 package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,6 +42,8 @@ Usage:
                         show a clustered node's data center: members, leader, lag
   mtnode leave [--http ADDR]
                         hand a node's replicas off, leave the data center, stop
+  mtnode proxy secret [--fake-tls DOMAIN | --dd] [--server HOST --port N] [--count K]
+                        make MTProxy secrets and print their tg://proxy links
   mtnode version        print the version
   mtnode help           print this help
 
@@ -65,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runStatus(args[1:], stdout, stderr)
 	case "leave":
 		return runLeave(args[1:], stdout, stderr)
+	case "proxy":
+		return runProxy(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mtnode", version())
 		return 0
@@ -117,4 +123,25 @@ func runNode(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+const proxyUsage = `Usage:
+  mtnode proxy secret ...   make MTProxy secrets and their links ("mtnode proxy secret -h")
+  mtnode proxy ...          run a standalone MTProxy: not built yet
+`
+
+// runProxy dispatches `mtnode proxy`. Only `proxy secret` exists so far;
+// anything else prints the usage until the standalone proxy is built.
+func runProxy(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "secret":
+			return runProxySecret(args[1:], os.Environ(), rand.Reader, stdout, stderr)
+		case "help", "-h", "--help", "-help":
+			fmt.Fprint(stdout, proxyUsage)
+			return 0
+		}
+	}
+	fmt.Fprint(stderr, "mtnode proxy: not built yet\n\n"+proxyUsage)
+	return 2
 }
