@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 )
 
 // DefaultMaxFrameSize is the largest client payload accepted when
@@ -44,20 +45,50 @@ type Options struct {
 	MaxFrameSize int
 
 	// Secrets are MTProxy secrets, 16 bytes each (without the 0xdd / 0xee
-	// prefix used in proxy links). When non-empty, an obfuscated2 header is
-	// accepted only if it decrypts to a valid protocol tag under one of them;
+	// prefix used in proxy links). Each adds a candidate key for the
+	// obfuscated2 header next to the secretless one (see RequireSecret);
 	// every candidate is tried with the same amount of work so timing does
-	// not reveal which secret matched. Empty means plain obfuscated2 as
-	// Telegram data centres speak it (keys derived from the header alone).
+	// not reveal which one matched.
 	Secrets [][]byte
 
+	// RequireSecret drops the secretless candidate: an obfuscated2 header
+	// must decrypt under one of Secrets (with no Secrets, none can). A
+	// public MTProxy port sets it; a node's own client port leaves it off
+	// so that clients dialling the DC directly keep working.
+	RequireSecret bool
+
 	// RequireObfuscation rejects the unobfuscated transports (abridged,
-	// intermediate, padded intermediate, full) with ErrUnknownTransport. An
-	// MTProxy port sets it so that its traffic never shows a fixed pattern.
+	// intermediate, padded intermediate, full). An MTProxy port sets it so
+	// that its traffic never shows a fixed pattern.
 	RequireObfuscation bool
 
-	// Rand supplies the random padding of padded intermediate frames.
-	// Nil means crypto/rand.Reader. Tests inject a deterministic reader.
+	// FakeTLS are the "ee" secrets. When non-empty, a connection opening
+	// with a TLS handshake record must carry a ClientHello that validates
+	// under one of them (MAC, SNI, TimeWindow, Replays); the server answers
+	// as a TLS 1.3 server would and the obfuscated2 stream, keyed with the
+	// matched Key, follows in ApplicationData records.
+	FakeTLS []FakeTLSSecret
+
+	// Replays remembers accepted ClientHellos; required with FakeTLS and
+	// shared by every Accept of a listener (or of all listeners sharing
+	// the secrets).
+	Replays *ReplayCache
+
+	// TLSRecordSizes is the payload size of the ApplicationData record sent
+	// after ServerHello and ChangeCipherSpec, standing for the encrypted
+	// certificate chain; the caller measures it on the front site. At most
+	// one entry: tdlib and gotd read exactly one such record and take
+	// anything after it for the MTProto stream. Nil means a size in
+	// 2500..3619 fixed per secret (DESIGN.md).
+	TLSRecordSizes []int
+
+	// Now is the clock for the FakeTLS time window and the replay cache.
+	// Nil means time.Now.
+	Now func() time.Time
+
+	// Rand supplies the random padding of padded intermediate frames and
+	// the random parts of a FakeTLS answer. Nil means crypto/rand.Reader.
+	// Tests inject a deterministic reader.
 	Rand io.Reader
 }
 
@@ -77,16 +108,43 @@ func (o Options) validate() error {
 			return fmt.Errorf("%w: secret %d has %d bytes, want %d", ErrBadOptions, i, len(s), secretSize)
 		}
 	}
+	for i, s := range o.FakeTLS {
+		if s.Domain == "" || len(s.Domain) > 255 {
+			return fmt.Errorf("%w: FakeTLS secret %d has a domain of %d bytes", ErrBadOptions, i, len(s.Domain))
+		}
+	}
+	if len(o.FakeTLS) > 0 && o.Replays == nil {
+		return fmt.Errorf("%w: FakeTLS without a ReplayCache", ErrBadOptions)
+	}
+	if len(o.TLSRecordSizes) > 1 {
+		return fmt.Errorf("%w: %d TLS record sizes, clients read one record", ErrBadOptions, len(o.TLSRecordSizes))
+	}
+	for _, n := range o.TLSRecordSizes {
+		if n < 1 || n > maxTLSRecord {
+			return fmt.Errorf("%w: TLS record size %d, want 1..%d", ErrBadOptions, n, maxTLSRecord)
+		}
+	}
 	return nil
+}
+
+// now reads the configured clock.
+func (o Options) now() time.Time {
+	if o.Now == nil {
+		return time.Now()
+	}
+	return o.Now()
 }
 
 // Accept reads the first bytes of c, recognises the transport and returns the
 // framed Conn. It reads no further than the transport header (nothing at all
-// for the full transport), so the first frame is left for ReadFrame.
+// for the full transport), so the first frame is left for ReadFrame. For
+// FakeTLS it also writes the server's handshake answer.
 //
 // The caller sets a read deadline on c first: a client that sends too few
 // bytes would otherwise hold the goroutine forever. Accept does not close c
-// on error; the caller does, without replying (see ErrUnknownTransport).
+// on error. A *RejectedError carries every byte read, for the caller to
+// hand the connection to a front site; on other errors the caller closes c
+// without replying (see ErrUnknownTransport).
 func Accept(c net.Conn, opt Options) (Conn, error) {
 	if err := opt.validate(); err != nil {
 		return nil, err
@@ -94,7 +152,7 @@ func Accept(c net.Conn, opt Options) (Conn, error) {
 	br := bufio.NewReaderSize(c, readBufferSize)
 	plain := func(k codecKind, discard int) (Conn, error) {
 		if opt.RequireObfuscation {
-			return nil, fmt.Errorf("%w: plain %s transport while obfuscation is required", ErrUnknownTransport, k)
+			return nil, rejected(br, nil, reasonPlain, fmt.Errorf("plain %s transport while obfuscation is required", k))
 		}
 		if _, err := br.Discard(discard); err != nil {
 			return nil, fmt.Errorf("skip transport tag: %w", err)
@@ -104,7 +162,7 @@ func Accept(c net.Conn, opt Options) (Conn, error) {
 
 	p, err := peek(br, 1)
 	if err != nil {
-		return nil, fmt.Errorf("read transport tag: %w", err)
+		return nil, readFailed(br, nil, "read transport tag", err)
 	}
 	if p[0] == abridgedByte {
 		return plain(kindAbridged, 1)
@@ -112,20 +170,29 @@ func Accept(c net.Conn, opt Options) (Conn, error) {
 
 	p, err = peek(br, 4)
 	if err != nil {
-		return nil, fmt.Errorf("read transport tag: %w", err)
+		return nil, readFailed(br, nil, "read transport tag", err)
 	}
 	switch first := binary.LittleEndian.Uint32(p); {
 	case first == tagIntermediate:
 		return plain(kindIntermediate, 4)
 	case first == tagPadded:
 		return plain(kindPadded, 4)
+	case isTLSRecord(p) && len(opt.FakeTLS) > 0:
+		return acceptFakeTLS(c, br, opt)
 	case reservedPrefix(p):
-		return nil, fmt.Errorf("%w: first bytes %q", ErrUnknownTransport, p)
+		reason := reasonHTTP
+		if p[0] == recordHandshake {
+			reason = reasonTLS // FakeTLS is off, or an odd version (3.0, 3.2, 3.4)
+			if len(opt.FakeTLS) > 0 {
+				reason = reasonMalformed
+			}
+		}
+		return nil, rejected(br, nil, reason, fmt.Errorf("first bytes %q", p))
 	}
 
 	p, err = peek(br, 8)
 	if err != nil {
-		return nil, fmt.Errorf("read transport header: %w", err)
+		return nil, readFailed(br, nil, "read transport header", err)
 	}
 	if binary.LittleEndian.Uint32(p[4:8]) == 0 {
 		// Full transport: length then sequence number 0. An obfuscated2
@@ -135,13 +202,13 @@ func Accept(c net.Conn, opt Options) (Conn, error) {
 
 	p, err = peek(br, obfsHeaderSize)
 	if err != nil {
-		return nil, fmt.Errorf("read obfuscated2 header: %w", err)
+		return nil, readFailed(br, nil, "read obfuscated2 header", err)
 	}
 	var hdr [obfsHeaderSize]byte
 	copy(hdr[:], p)
-	o, err := parseObfuscated2(&hdr, opt.Secrets)
+	o, err := parseObfuscated2(&hdr, opt.Secrets, !opt.RequireSecret)
 	if err != nil {
-		return nil, err
+		return nil, rejected(br, nil, reasonNoSecret, err)
 	}
 	if _, err := br.Discard(obfsHeaderSize); err != nil {
 		return nil, fmt.Errorf("skip obfuscated2 header: %w", err)
@@ -171,8 +238,8 @@ func reservedPrefix(p []byte) bool {
 	case "HEAD", "POST", "GET ", "OPTI", "PUT ", "DELE", "PATC", "CONN", "PRI ":
 		return true
 	}
-	// TLS record: handshake (0x16), version 3.x. FakeTLS is served elsewhere.
-	return p[0] == 0x16 && p[1] == 0x03
+	// TLS record: handshake (0x16), version 3.x, when FakeTLS is off.
+	return p[0] == recordHandshake && p[1] == 0x03
 }
 
 // randReader returns the configured randomness source.

@@ -37,7 +37,8 @@ type Conn interface {
 	// frame. Clients treat any 4-byte frame as such an error.
 	WriteError(code int32) error
 	// Name reports the transport for metrics: "abridged", "intermediate",
-	// "padded_intermediate", "full", or "obfuscated2/<inner>".
+	// "padded_intermediate", "full", "obfuscated2/<inner>" or
+	// "faketls/<inner>".
 	Name() string
 	// SetReadDeadline sets the deadline of the underlying connection's reads.
 	SetReadDeadline(t time.Time) error
@@ -104,6 +105,9 @@ type conn struct {
 	dec  *ctrReader
 	enc  cipher.Stream
 	meta Metadata
+	// tls frames writes into ApplicationData records (FakeTLS); reads are
+	// unframed by a tlsReader under dec.
+	tls bool
 
 	// Read side, owned by the ReadFrame caller.
 	rhdr [8]byte
@@ -142,6 +146,15 @@ func (c *conn) obfuscate(o obfs) {
 	c.meta = o.meta
 	c.kind = o.kind
 	c.name = "obfuscated2/" + o.kind.String()
+}
+
+// fakeTLS switches c to the obfuscated2 stream o carried in the TLS records
+// that tr unwraps.
+func (c *conn) fakeTLS(tr *tlsReader, o obfs) {
+	c.r = tr
+	c.obfuscate(o)
+	c.tls = true
+	c.name = "faketls/" + o.kind.String()
 }
 
 // Name implements Conn.
@@ -290,8 +303,9 @@ func readPayload(r io.Reader, b *bin.Buffer, n int) error {
 }
 
 // WriteFrame implements Conn. The frame is assembled in one buffer (and
-// encrypted there for obfuscated2) so it leaves in a single write: one system
-// call on TCP, one message on WebSocket.
+// encrypted there for obfuscated2, framed into TLS records there for
+// FakeTLS) so it leaves in a single write: one system call on TCP, one
+// message on WebSocket.
 func (c *conn) WriteFrame(payload []byte) error {
 	n := len(payload)
 	if n == 0 || n%4 != 0 {
@@ -301,6 +315,10 @@ func (c *conn) WriteFrame(payload []byte) error {
 		return fmt.Errorf("write %s frame: %w: %d bytes, limit %d", c.name, ErrFrameTooLarge, n, maxOutgoingPayload)
 	}
 	buf := c.wbuf[:0]
+	if c.tls {
+		buf = append(buf, make([]byte, tlsHeaderSize)...) // first record header
+	}
+	start := len(buf)
 	switch c.kind {
 	case kindAbridged:
 		if words := n / 4; words < 0x7f {
@@ -328,11 +346,14 @@ func (c *conn) WriteFrame(payload []byte) error {
 		buf = binary.LittleEndian.AppendUint32(buf, uint32(n+fullOverhead))
 		buf = binary.LittleEndian.AppendUint32(buf, c.wseq)
 		buf = append(buf, payload...)
-		buf = binary.LittleEndian.AppendUint32(buf, crc32.ChecksumIEEE(buf))
+		buf = binary.LittleEndian.AppendUint32(buf, crc32.ChecksumIEEE(buf[start:]))
 		c.wseq++
 	}
 	if c.enc != nil {
-		c.enc.XORKeyStream(buf, buf)
+		c.enc.XORKeyStream(buf[start:], buf[start:])
+	}
+	if c.tls {
+		buf = frameRecords(buf)
 	}
 	_, err := c.nc.Write(buf)
 	if cap(buf) <= maxKeptWriteBuffer {

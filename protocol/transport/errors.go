@@ -12,8 +12,10 @@ var (
 	// ErrUnknownTransport means the first bytes of a connection match no
 	// supported transport (HTTP, TLS, random garbage, or an obfuscated2
 	// header that decrypts to no known codec under any configured secret).
-	// The connection should be closed without a reply: anything sent back
-	// would help a prober fingerprint the server.
+	// The connection should be closed without a reply, or, when the error
+	// is a *RejectedError, handed to a front site with the bytes it holds:
+	// anything we sent back ourselves would help a prober fingerprint the
+	// server.
 	ErrUnknownTransport = errors.New("unknown transport")
 
 	// ErrFrameTooLarge means a frame length exceeds Options.MaxFrameSize on

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/gotd/td/bin"
 	"github.com/gotd/td/mtproxy"
@@ -42,34 +43,63 @@ func readAll(t *testing.T, c Conn, maxFrame int) {
 	}
 }
 
+// Modes of FuzzAccept, as bits of its mode argument.
+const (
+	fuzzWithSecret    = 1 << iota // Secrets: {fuzzSecret}
+	fuzzRequireSecret             // RequireSecret
+	fuzzFakeTLS                   // FakeTLS: the test secrets, Now fixed
+	fuzzRequireObfs               // RequireObfuscation
+	fuzzServerSecrets             // FuzzObfuscated2Header: the server has secrets
+)
+
 func addStreamSeeds(f *testing.F) {
 	payloads := [][]byte{testPayload(8), testPayload(4), testPayload(600), testPayload(20)}
 	for _, name := range transportNames {
-		f.Add(clientStream(f, name, nil, payloads...), false)
+		f.Add(clientStream(f, name, nil, payloads...), uint8(0))
 		if len(name) > 12 && name[:12] == "obfuscated2/" {
-			f.Add(clientStream(f, name, fuzzSecret, payloads...), true)
+			f.Add(clientStream(f, name, fuzzSecret, payloads...), uint8(fuzzWithSecret|fuzzRequireSecret))
+			f.Add(clientStream(f, name, nil, payloads...), uint8(fuzzWithSecret|fuzzFakeTLS))
+			stream, _ := gotdStream(f, tlsKey, tlsDomain, name, 1, payloads...)
+			f.Add(stream, uint8(fuzzFakeTLS|fuzzRequireSecret|fuzzRequireObfs))
 		}
 	}
-	f.Add([]byte("GET /apiws HTTP/1.1\r\nHost: x\r\n\r\n"), false)
-	f.Add([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01}, false)
-	f.Add([]byte{0xef, 0x7f, 0xff, 0xff, 0xff}, false)
-	f.Add(cat(le32(tagIntermediate), le32(1<<30)), false)
-	f.Add(cat(le32(tagPadded), le32(3), []byte{1, 2, 3}), false)
-	f.Add(make([]byte, 16), false)
-	f.Add(fullFrame(0, testPayload(8)), false)
+	f.Add([]byte("GET /apiws HTTP/1.1\r\nHost: x\r\n\r\n"), uint8(0))
+	f.Add([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01}, uint8(0))
+	f.Add([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01}, uint8(fuzzFakeTLS))
+	f.Add([]byte{0xef, 0x7f, 0xff, 0xff, 0xff}, uint8(0))
+	f.Add(cat(le32(tagIntermediate), le32(1<<30)), uint8(0))
+	f.Add(cat(le32(tagPadded), le32(3), []byte{1, 2, 3}), uint8(fuzzRequireObfs))
+	f.Add(make([]byte, 16), uint8(0))
+	f.Add(fullFrame(0, testPayload(8)), uint8(0))
 }
 
 // FuzzAccept feeds arbitrary streams through Accept and ReadFrame: nothing
-// may panic, loop, or allocate beyond the frame limit.
+// may panic, loop, or allocate beyond the frame limit, and a rejected
+// connection hands back a prefix of its input that covers all Accept read.
 func FuzzAccept(f *testing.F) {
+	now := time.Now() // the FakeTLS seeds are dated now
 	addStreamSeeds(f)
-	f.Fuzz(func(t *testing.T, data []byte, withSecret bool) {
-		opt := Options{MaxFrameSize: fuzzMaxFrame}
-		if withSecret {
+	f.Fuzz(func(t *testing.T, data []byte, mode uint8) {
+		opt := Options{MaxFrameSize: fuzzMaxFrame, RequireSecret: mode&fuzzRequireSecret != 0, RequireObfuscation: mode&fuzzRequireObfs != 0}
+		if mode&fuzzWithSecret != 0 {
 			opt.Secrets = [][]byte{fuzzSecret}
 		}
-		nc, _ := newFakeConn(data)
+		if mode&fuzzFakeTLS != 0 {
+			opt.FakeTLS = tlsOptions().FakeTLS
+			opt.Replays = NewReplayCache(16, 0)
+			opt.Now = func() time.Time { return now }
+		}
+		nc, out := newFakeConn(data)
 		c, err := Accept(nc, opt)
+		var re *RejectedError
+		if errors.As(err, &re) {
+			if !bytes.HasPrefix(data, re.Read) || !errors.Is(err, ErrUnknownTransport) || re.Reason == "" {
+				t.Fatalf("rejected %q with %d bytes, not a prefix of the input", re.Reason, len(re.Read))
+			}
+			if out.Len() != 0 {
+				t.Fatal("wrote to a rejected client")
+			}
+		}
 		if err != nil {
 			return
 		}
@@ -151,25 +181,34 @@ func FuzzWriteFrame(f *testing.F) {
 // FuzzObfuscated2Header parses arbitrary headers (must not panic) and, using
 // the input as gotd's randomness, checks that every header gotd generates is
 // accepted with the declared codec and DC and that both cipher directions
-// agree with gotd's.
+// agree with gotd's. The mode picks whether the client uses a secret,
+// whether the server has secrets and whether it requires one; a header is
+// accepted exactly when its key is a candidate: a configured secret, or
+// none while not required.
 func FuzzObfuscated2Header(f *testing.F) {
 	for i, name := range transportNames[4:] {
-		f.Add(clientStream(f, name, nil)[:64], uint8(i), int16(2), false)
-		f.Add(clientStream(f, name, fuzzSecret)[:64], uint8(i), int16(-4), true)
+		f.Add(clientStream(f, name, nil)[:64], uint8(i), int16(2), uint8(0))
+		f.Add(clientStream(f, name, fuzzSecret)[:64], uint8(i), int16(-4), uint8(fuzzWithSecret|fuzzServerSecrets))
+		f.Add(clientStream(f, name, nil)[:64], uint8(i), int16(3), uint8(fuzzServerSecrets))
+		f.Add(clientStream(f, name, nil)[:64], uint8(i), int16(3), uint8(fuzzServerSecrets|fuzzRequireSecret))
 	}
-	f.Add(bytes.Repeat([]byte{0x61}, 64), uint8(0), int16(1), false)
-	f.Fuzz(func(t *testing.T, raw []byte, tagSel uint8, dc int16, withSecret bool) {
+	f.Add(bytes.Repeat([]byte{0x61}, 64), uint8(0), int16(1), uint8(0))
+	f.Fuzz(func(t *testing.T, raw []byte, tagSel uint8, dc int16, mode uint8) {
 		var secrets [][]byte
 		var secret []byte
-		if withSecret {
+		clientSecret := mode&fuzzWithSecret != 0
+		if clientSecret {
 			secret = fuzzSecret
+		}
+		if mode&fuzzServerSecrets != 0 {
 			secrets = [][]byte{bytes.Repeat([]byte{1}, 16), fuzzSecret}
 		}
+		secretless := mode&fuzzRequireSecret == 0
 		if len(raw) >= obfsHeaderSize {
 			var hdr [obfsHeaderSize]byte
 			copy(hdr[:], raw)
-			if o, err := parseObfuscated2(&hdr, secrets); err == nil && o.kind == 0 {
-				t.Fatal("accepted header without a codec")
+			if o, err := parseObfuscated2(&hdr, secrets, secretless); err == nil && (o.kind == 0 || o.meta.Kind == "") {
+				t.Fatal("accepted header without a codec or kind")
 			} else if err != nil && !errors.Is(err, ErrUnknownTransport) {
 				t.Fatalf("unexpected error %v", err)
 			}
@@ -185,16 +224,28 @@ func FuzzObfuscated2Header(f *testing.F) {
 		}
 		var hdr [obfsHeaderSize]byte
 		copy(hdr[:], wire.Next(obfsHeaderSize))
-		o, err := parseObfuscated2(&hdr, secrets)
+		o, err := parseObfuscated2(&hdr, secrets, secretless)
+		candidate := clientSecret && secrets != nil || !clientSecret && secretless
+		if !candidate {
+			// Accepted only by a 3·2^-32 accident, which gotd's header
+			// generator will not produce from a fuzzer's input.
+			if err == nil {
+				t.Fatalf("header under a key that is no candidate accepted: %+v", o.meta)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("gotd header rejected: %v", err)
 		}
-		wantIndex := -1
-		if withSecret {
-			wantIndex = 1
+		wantIndex, wantKind := -1, "obfuscated2"
+		if clientSecret {
+			wantIndex, wantKind = 1, "secret"
+			if kinds[sel] == kindPadded {
+				wantKind = "padded-secret"
+			}
 		}
-		if o.kind != kinds[sel] || o.meta.DC != dc || o.meta.SecretIndex != wantIndex {
-			t.Fatalf("parsed %v %+v, want %v DC %d secret %d", o.kind, o.meta, kinds[sel], dc, wantIndex)
+		if o.kind != kinds[sel] || o.meta != (Metadata{DC: dc, SecretIndex: wantIndex, Kind: wantKind}) {
+			t.Fatalf("parsed %v %+v, want %v DC %d secret %d %s", o.kind, o.meta, kinds[sel], dc, wantIndex, wantKind)
 		}
 		msg := []byte("client to server and back again!")
 		if _, err := client.Write(msg); err != nil {

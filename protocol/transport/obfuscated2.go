@@ -17,24 +17,34 @@ const (
 	secretSize = 16
 )
 
-// Metadata is what an obfuscated2 client declared in its header. Plain
-// transports carry none of it.
+// Metadata is what an obfuscated client declared and which key it used.
 type Metadata struct {
 	// DC is the data centre id from header bytes 60..62 (negative for media
 	// DCs, per the spec). MTProxy uses it to route; a DC uses it to detect
 	// clients that dialled the wrong one.
 	DC int16
-	// SecretIndex is the index in Options.Secrets of the secret that
-	// decrypted the header, or -1 for plain obfuscated2.
+	// SecretIndex is the index of the secret that matched: in
+	// Options.Secrets for obfuscated2 (Kind "secret", "padded-secret"), in
+	// Options.FakeTLS for Kind "faketls"; -1 without a secret.
 	SecretIndex int
+	// Kind counts connections by how they reached us: "plain" (no
+	// obfuscation), "obfuscated2" (no secret), "secret" (an MTProxy secret,
+	// abridged or intermediate inside), "padded-secret" (a secret with
+	// padded intermediate inside, what "dd" secrets make clients send) and
+	// "faketls" ("ee" secrets).
+	Kind string
 }
 
-// MetadataOf returns the obfuscated2 metadata of c, and false if c is not an
-// obfuscated2 connection accepted by this package.
+// MetadataOf returns the metadata of c, and false if c is not obfuscated
+// (Kind "plain", DC 0, SecretIndex -1) or not a Conn of this package (zero
+// Metadata).
 func MetadataOf(c Conn) (Metadata, bool) {
 	cc, ok := c.(*conn)
-	if !ok || cc.dec == nil {
+	if !ok {
 		return Metadata{}, false
+	}
+	if cc.dec == nil {
+		return Metadata{SecretIndex: -1, Kind: "plain"}, false
 	}
 	return cc.meta, true
 }
@@ -57,13 +67,18 @@ type obfs struct {
 // bytes 56..64 encrypted, so the server's decrypting stream must consume all
 // 64 header bytes, while its encrypting stream starts fresh.
 //
-// With several secrets every candidate is fully evaluated and the match is
-// selected with constant-time operations, so timing does not reveal which
-// secret (or whether an early one) matched.
-func parseObfuscated2(hdr *[obfsHeaderSize]byte, secrets [][]byte) (obfs, error) {
+// The candidates are the secrets, then (if secretless) no secret. Every
+// candidate is fully evaluated and the match is selected with
+// constant-time operations, so timing does not reveal which secret (or
+// whether an early one) matched; the secrets come first so that one wins
+// the 2^-32 chance of a header valid under two keys.
+func parseObfuscated2(hdr *[obfsHeaderSize]byte, secrets [][]byte, secretless bool) (obfs, error) {
 	candidates := secrets
+	if secretless {
+		candidates = append(secrets[:len(secrets):len(secrets)], nil)
+	}
 	if len(candidates) == 0 {
-		candidates = [][]byte{nil}
+		return obfs{}, fmt.Errorf("%w: obfuscated2 header while a secret is required and none is configured", ErrUnknownTransport)
 	}
 
 	var rev [48]byte
@@ -106,10 +121,7 @@ func parseObfuscated2(hdr *[obfsHeaderSize]byte, secrets [][]byte) (obfs, error)
 	o := obfs{
 		dec:  decs[chosen],
 		enc:  enc,
-		meta: Metadata{DC: int16(dcWord), SecretIndex: -1},
-	}
-	if len(secrets) > 0 {
-		o.meta.SecretIndex = chosen
+		meta: Metadata{DC: int16(dcWord), SecretIndex: -1, Kind: "obfuscated2"},
 	}
 	switch tagWord {
 	case tagAbridged:
@@ -118,6 +130,13 @@ func parseObfuscated2(hdr *[obfsHeaderSize]byte, secrets [][]byte) (obfs, error)
 		o.kind = kindIntermediate
 	default:
 		o.kind = kindPadded
+	}
+	if chosen < len(secrets) {
+		o.meta.SecretIndex = chosen
+		o.meta.Kind = "secret"
+		if o.kind == kindPadded {
+			o.meta.Kind = "padded-secret"
+		}
 	}
 	return o, nil
 }

@@ -230,7 +230,7 @@ func TestSecrets(t *testing.T) {
 		{"second of two", secretA, [][]byte{secretB, secretA}, 1},
 		{"first of two", secretB, [][]byte{secretB, secretA}, 0},
 		{"wrong secret", secretA, [][]byte{secretB}, -2},
-		{"client without secret", nil, [][]byte{secretA}, -2},
+		{"client without secret", nil, [][]byte{secretA}, -1}, // refused only with RequireSecret (TestSecretlessNextToSecrets)
 		{"server without secret", secretA, nil, -2},
 	}
 	for _, tt := range tests {
