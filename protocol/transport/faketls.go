@@ -48,6 +48,12 @@ const (
 	// bytes; gotd sends one record per write and so exceeds this with
 	// frames over 16 KiB.
 	maxTLSRecord = maxTLSPayload + 256
+	// maxClientDataRecord bounds an ApplicationData record a client sends
+	// after the handshake. gotd writes each MTProto frame as one record,
+	// so the TLS limit would cut its frames over 16 KiB; like the official
+	// MTProxy and mtg, we take records up to 64 KiB (the length field's
+	// range), which the reader streams through without buffering whole.
+	maxClientDataRecord = 1<<16 - 1
 
 	recordChangeCipherSpec = 0x14
 	recordHandshake        = 0x16
@@ -475,7 +481,8 @@ func defaultRecordSize(s FakeTLSSecret, jitter byte) int {
 // tlsReader yields the payload of the ApplicationData records a FakeTLS
 // client sends after its handshake. One ChangeCipherSpec record (tdlib and
 // gotd send it first) is skipped; any other record type, a version other
-// than 3.3, or a record over maxTLSRecord fails with ErrBadFrame.
+// than 3.3, or a record over maxTLSRecord (maxClientDataRecord for
+// ApplicationData) fails with ErrBadFrame.
 type tlsReader struct {
 	r    *bufio.Reader
 	left int // payload bytes left in the current record
@@ -515,7 +522,7 @@ func (t *tlsReader) next() error {
 	if t.hdr[1] != 0x03 || t.hdr[2] != 0x03 {
 		return fmt.Errorf("%w: TLS record version %#02x%02x", ErrBadFrame, t.hdr[1], t.hdr[2])
 	}
-	if n > maxTLSRecord {
+	if n > maxTLSRecord && (typ != recordApplicationData || n > maxClientDataRecord) {
 		return fmt.Errorf("%w: TLS record of %d bytes, limit %d", ErrFrameTooLarge, n, maxTLSRecord)
 	}
 	switch {

@@ -460,6 +460,10 @@ func TestFakeTLSDefaultRecordSize(t *testing.T) {
 func TestFakeTLSRecords(t *testing.T) {
 	now := time.Now()
 	inner := clientStream(t, "obfuscated2/intermediate", tlsKey[:], testPayload(8), testPayload(12))
+	// gotd writes each frame as one record: a 20 KB frame is one record
+	// over the TLS limit, which clients of the official MTProxy and mtg
+	// send too.
+	big := clientStream(t, "obfuscated2/intermediate", tlsKey[:], testPayload(20000))
 	ccs := tlsRecord(0x14, []byte{1})
 	tests := []struct {
 		name    string
@@ -476,7 +480,8 @@ func TestFakeTLSRecords(t *testing.T) {
 		{"alert", cat(ccs, tlsRecord(0x17, inner[:80]), tlsRecord(0x15, []byte{2, 40})), 1, ErrBadFrame},
 		{"handshake", cat(ccs, tlsRecord(0x16, inner)), -1, ErrBadFrame},
 		{"version", cat(ccs, []byte{0x17, 0x03, 0x01, 0, byte(len(inner))}, inner), -1, ErrBadFrame},
-		{"oversize", cat(ccs, tlsRecord(0x17, inner[:64]), []byte{0x17, 0x03, 0x03, 0x41, 0x01}), 0, ErrFrameTooLarge},
+		{"record over the TLS limit", cat(ccs, tlsRecord(0x17, big)), 1, nil},
+		{"oversize handshake", cat(ccs, tlsRecord(0x17, inner[:64]), []byte{0x16, 0x03, 0x03, 0x41, 0x01}), 0, ErrFrameTooLarge},
 		{"ends inside record", cat(ccs, tlsRecord(0x17, inner)[:60]), -1, io.ErrUnexpectedEOF},
 	}
 	for _, tt := range tests {
