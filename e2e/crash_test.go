@@ -14,6 +14,7 @@ import (
 
 	"github.com/gotd/td/telegram"
 	"github.com/gotd/td/telegram/auth"
+	"github.com/gotd/td/telegram/dcs"
 	"github.com/gotd/td/telegram/updates"
 	"github.com/gotd/td/tg"
 
@@ -297,11 +298,12 @@ type onlineDevice struct {
 
 func startOnline(t *testing.T, n *node, sessionFile string, selfID int64) *onlineDevice {
 	t.Helper()
-	return startOnlineAt(t, n, 1, sessionFile, selfID)
+	return startOnlineAt(t, n, 1, sessionFile, selfID, nil)
 }
 
-// startOnlineAt is startOnline for a node of DC dc.
-func startOnlineAt(t *testing.T, n *node, dc int, sessionFile string, selfID int64) *onlineDevice {
+// startOnlineAt is startOnline for a node of DC dc, reached through r
+// (nil: directly, over the intermediate transport).
+func startOnlineAt(t *testing.T, n *node, dc int, sessionFile string, selfID int64, r dcs.Resolver) *onlineDevice {
 	t.Helper()
 	o := &onlineDevice{done: make(chan error, 1), seen: map[string]int{}}
 	d := tg.NewUpdateDispatcher()
@@ -330,7 +332,7 @@ func startOnlineAt(t *testing.T, n *node, dc int, sessionFile string, selfID int
 		DC:            dc,
 		PublicKeyFile: n.PublicKey,
 		SessionFile:   sessionFile,
-		Telegram:      telegram.Options{UpdateHandler: gaps, OnConnectionState: onState},
+		Telegram:      telegram.Options{UpdateHandler: gaps, OnConnectionState: onState, Resolver: r},
 	})
 	if err != nil {
 		cancel()

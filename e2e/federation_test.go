@@ -335,7 +335,7 @@ func (f *fedHarness) chatAllWays(users []fedUser, round int) {
 	f.t.Helper()
 	online := make([]*onlineDevice, len(users))
 	for i, u := range users {
-		online[i] = startOnlineAt(f.t, f.dcs[u.dc].nodes[u.node], u.dc, u.sess, u.user.ID)
+		online[i] = startOnlineAt(f.t, f.dcs[u.dc].nodes[u.node], u.dc, u.sess, u.user.ID, nil)
 		defer online[i].stop(f.t)
 	}
 	for i, u := range users {

@@ -54,6 +54,8 @@ type Node struct {
 	http *http.Server
 
 	notify *notifier
+	// gate is the client port's MTProxy side: secrets, FakeTLS, fronting.
+	gate atomic.Pointer[mtproxyGate]
 	// Clustered nodes only.
 	cl  *clusterNode
 	rt  *router
@@ -211,8 +213,16 @@ func (n *Node) build(sec secrets, keys protocol.KeyStore, state api.State, rt *r
 	if n.cl != nil {
 		route = n.cl.routeProxied
 	}
+	gate, err := newMTProxyGate(n.cfg, n.listenAddrs(), n.reg, n.log)
+	if err != nil {
+		return err
+	}
+	n.gate.Store(gate)
 	srv, err := protocol.NewServer(protocol.Options{
-		Route: route,
+		Route:     route,
+		Admit:     gate.admit,
+		OnReject:  gate.reject,
+		Transport: gate.options,
 		Config: protocol.Config{
 			DC:               n.cfg.DC,
 			MaxConnections:   n.cfg.Protocol.MaxConnections,
@@ -286,6 +296,40 @@ func (n *Node) HTTPAddr() net.Addr {
 func (n *Node) PublicKeyPath() string { return filepath.Join(n.cfg.DataDir, PublicKeyFile) }
 
 // publicAddr is what help.getConfig advertises.
+// listenAddrs are the addresses this node answers clients on, which a
+// front must not be (it would splice probes back here).
+func (n *Node) listenAddrs() []string {
+	out := []string{n.ln.Addr().String()}
+	if n.cfg.PublicAddr != "" {
+		out = append(out, n.cfg.PublicAddr)
+	}
+	return out
+}
+
+// Reload applies a configuration read again (SIGHUP): the [proxy]
+// settings take effect for new connections at once; other changed keys
+// need a restart and are named in the log.
+func (n *Node) Reload(cfg *config.Config) error {
+	var restart []string
+	for _, k := range config.Changed(n.cfg, cfg) {
+		if !config.Reloadable(k) {
+			restart = append(restart, k)
+		}
+	}
+	if len(restart) > 0 {
+		n.log.Warn("configuration keys changed that need a restart", "keys", restart)
+	}
+	gate := n.gate.Load()
+	if gate == nil {
+		return errors.New("not serving yet")
+	}
+	if err := gate.apply(cfg, n.listenAddrs()); err != nil {
+		return err
+	}
+	n.log.Info("configuration reloaded")
+	return nil
+}
+
 func (n *Node) publicAddr() (string, int) {
 	addr := n.cfg.PublicAddr
 	if addr == "" {

@@ -88,6 +88,10 @@ type Options struct {
 	// there. It runs on the connection's goroutine and returns when done
 	// with it.
 	Route func(ctx context.Context, tc transport.Conn, meta transport.Metadata) bool
+	// Admit, if set, sees every accepted connection first and may refuse
+	// it (ok false: it answered and closed tc); release runs when the
+	// connection ends (per-IP limits, metrics by kind).
+	Admit func(tc transport.Conn, meta transport.Metadata) (release func(), ok bool)
 	// OnReject, if set, gets a connection the transport refused, with the
 	// error, instead of it being closed, and returns when done with it (a
 	// node splices probes to its front site). It must close nc.
@@ -125,6 +129,7 @@ type Server struct {
 	topts      transport.Options
 	topt       func() transport.Options
 	route      func(context.Context, transport.Conn, transport.Metadata) bool
+	admit      func(transport.Conn, transport.Metadata) (func(), bool)
 	onReject   func(context.Context, net.Conn, error)
 
 	handshakes chan struct{}
@@ -177,6 +182,7 @@ func NewServer(opts Options) (*Server, error) {
 		onPresence: opts.OnPresence,
 		topt:       opts.Transport,
 		route:      opts.Route,
+		admit:      opts.Admit,
 		onReject:   opts.OnReject,
 		log:        opts.Logger.With("component", "protocol"),
 		metrics:    opts.Metrics,
@@ -313,11 +319,16 @@ func (s *Server) serve(ctx context.Context, nc net.Conn) {
 		nc.Close()
 		return
 	}
-	if s.route != nil {
-		meta, _ := transport.MetadataOf(tc)
-		if s.route(ctx, tc, meta) {
+	meta, _ := transport.MetadataOf(tc)
+	if s.admit != nil {
+		release, ok := s.admit(tc, meta)
+		if !ok {
 			return
 		}
+		defer release()
+	}
+	if s.route != nil && s.route(ctx, tc, meta) {
+		return
 	}
 	s.serveTransport(ctx, tc)
 }

@@ -89,18 +89,20 @@ func New(opts Options) (*telegram.Client, error) {
 		Options: []tg.DCOption{{ID: opts.DC, IPAddress: host, Port: port}},
 		Domains: map[int]string{opts.DC: opts.WSURL},
 	}
-	switch opts.Transport {
-	case Abridged:
+	switch {
+	case t.Resolver != nil:
+		// The caller's own (an MTProxy link, for example).
+	case opts.Transport == Abridged:
 		t.Resolver = dcs.Plain(dcs.PlainOptions{Protocol: transport.Abridged})
-	case "", Intermediate:
+	case opts.Transport == "" || opts.Transport == Intermediate:
 		t.Resolver = dcs.Plain(dcs.PlainOptions{Protocol: transport.Intermediate})
-	case PaddedIntermediate:
+	case opts.Transport == PaddedIntermediate:
 		t.Resolver = dcs.Plain(dcs.PlainOptions{Protocol: transport.PaddedIntermediate})
-	case Full:
+	case opts.Transport == Full:
 		t.Resolver = dcs.Plain(dcs.PlainOptions{Protocol: transport.Full})
-	case Obfuscated2:
+	case opts.Transport == Obfuscated2:
 		t.Resolver = dcs.Plain(dcs.PlainOptions{Protocol: transport.Abridged, Obfuscated: true})
-	case WebSocket:
+	case opts.Transport == WebSocket:
 		if opts.WSURL == "" {
 			return nil, fmt.Errorf("websocket transport needs WSURL")
 		}
