@@ -95,7 +95,14 @@ func launchNode(t *testing.T, dir string, extra ...string) *node {
 // example "ip netns exec NS" to run the node in a network namespace).
 func launchNodeIn(t *testing.T, wrap []string, dir string, extra ...string) *node {
 	t.Helper()
-	args := append([]string{"run",
+	return launchIn(t, wrap, dir, "run", extra...)
+}
+
+// launchIn starts `mtnode sub` ("run", or "proxy" for the storage-less
+// relay) with the test's defaults and extra arguments.
+func launchIn(t *testing.T, wrap []string, dir, sub string, extra ...string) *node {
+	t.Helper()
+	args := append([]string{sub,
 		"--data-dir", dir,
 		"--client-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0",
@@ -130,7 +137,7 @@ func launchNodeIn(t *testing.T, wrap []string, dir string, extra ...string) *nod
 			// leaves the scanner's buffer alone.
 			n.out.Write(append(append(make([]byte, 0, len(line)+1), line...), '\n'))
 			var rec servingLine
-			if json.Unmarshal(line, &rec) == nil && rec.Msg == "mtnode serving" {
+			if json.Unmarshal(line, &rec) == nil && (rec.Msg == "mtnode serving" || rec.Msg == "mtnode proxy serving") {
 				select {
 				case serving <- rec:
 				default:

@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -118,6 +119,7 @@ func runNode(args []string, stderr io.Writer) int {
 		log.Error("start failed", "err", err)
 		return 1
 	}
+	go reloadOnHUP(ctx, config.Reloader(fs, os.Environ()), n.Reload, log)
 	if err := n.Run(ctx); err != nil {
 		log.Error("node stopped", "err", err)
 		return 1
@@ -127,21 +129,84 @@ func runNode(args []string, stderr io.Writer) int {
 
 const proxyUsage = `Usage:
   mtnode proxy secret ...   make MTProxy secrets and their links ("mtnode proxy secret -h")
-  mtnode proxy ...          run a standalone MTProxy: not built yet
+  mtnode proxy [flags]      run a storage-less MTProxy relay: --cluster SECRETS_DIR
+                            --join MESH_ADDR (a node of any DC) --client-addr HOST:PORT,
+                            secrets and front in [proxy] of --config; "mtnode proxy -h"
 `
 
-// runProxy dispatches `mtnode proxy`. Only `proxy secret` exists so far;
-// anything else prints the usage until the standalone proxy is built.
+// runProxy dispatches `mtnode proxy`: `secret`, or the relay itself.
 func runProxy(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "secret":
 			return runProxySecret(args[1:], os.Environ(), rand.Reader, stdout, stderr)
-		case "help", "-h", "--help", "-help":
+		case "help":
 			fmt.Fprint(stdout, proxyUsage)
 			return 0
 		}
 	}
-	fmt.Fprint(stderr, "mtnode proxy: not built yet\n\n"+proxyUsage)
-	return 2
+	return runProxyRelay(args, stderr)
+}
+
+// runProxyRelay is `mtnode proxy`: the storage-less relay. It takes the
+// same configuration as `mtnode run` (cluster secrets, mesh and client
+// addresses, [proxy]); --join names a node of the federation to learn the
+// DCs from.
+func runProxyRelay(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mtnode proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mtnode proxy: unexpected arguments %q\n\n%s", fs.Args(), proxyUsage)
+		return 2
+	}
+	cfg, err := config.Load(fs, os.Environ())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	log := cfg.Logger(stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	node.Version = version()
+	p, err := node.NewProxy(cfg, log)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	go reloadOnHUP(ctx, config.Reloader(fs, os.Environ()), p.Reload, log)
+	if err := p.Run(ctx); err != nil {
+		log.Error("proxy stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// reloadOnHUP reads the configuration again on every SIGHUP and hands it
+// to apply (a node's or proxy's Reload): proxy secrets can be added and
+// revoked without a restart. A file that does not load changes nothing.
+func reloadOnHUP(ctx context.Context, reload func() (*config.Config, error), apply func(*config.Config) error, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		cfg, err := reload()
+		if err == nil {
+			err = apply(cfg)
+		}
+		if err != nil {
+			log.Error("configuration not reloaded", "err", err)
+		}
+	}
 }
