@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,8 +14,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -211,6 +214,137 @@ func TestMTProxyNodePort(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A replayed FakeTLS ClientHello is fronted, not served: record the
+	// hello a real client sends (through a recording relay), then send it
+	// again.
+	hello := recordHello(t, n, secrets.ee, filepath.Join(dir, "ee.json"))
+	rc, err := net.DialTimeout("tcp", n.ClientAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := rc.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	rc.(*net.TCPConn).CloseWrite()
+	io.Copy(io.Discard, rc) // the front's answer to half a TLS handshake, or nothing
+	rc.Close()
+	waitFor(t, 10*time.Second, func() error {
+		m, err := scrape(n)
+		if err != nil {
+			return err
+		}
+		if v, _ := m.get("mtnode_proxy_rejected_total", map[string]string{"reason": "replay"}); v != 1 {
+			return fmt.Errorf("%v replays refused, want 1", v)
+		}
+		return nil
+	})
+
+	// Secrets are revoked by a reload: without the plain secret in the
+	// file, SIGHUP makes its clients fail while the others go on.
+	doc = fmt.Sprintf("[auth]\ntest_numbers = \"on\"\n[proxy]\nsecrets = %q\nfront = %q\n",
+		hex.EncodeToString(secrets.dd)+","+hex.EncodeToString(secrets.ee), front.Listener.Addr().String())
+	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, func() error {
+		c := proxyClient(t, n, secrets.plain, filepath.Join(dir, "plain.json"))
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if err := c.Run(ctx, func(ctx context.Context) error {
+			_, err := c.Self(ctx)
+			return err
+		}); err == nil {
+			return errors.New("the revoked plain secret still works")
+		}
+		return nil
+	})
+	c = proxyClient(t, n, secrets.dd, filepath.Join(dir, "dd.json"))
+	if err := runClient(c, func(ctx context.Context) error {
+		_, err := c.Self(ctx)
+		return err
+	}); err != nil {
+		t.Fatalf("the dd secret after the reload: %v", err)
+	}
+}
+
+// recordHello signs in through n's port with an ee secret via a relay
+// that records what the client sends, and returns the client's first TLS
+// record: its ClientHello.
+func recordHello(t *testing.T, n *node, ee []byte, sessionFile string) []byte {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var first []byte
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", n.ClientAddr)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { io.Copy(c, up); c.Close() }()
+				buf := make([]byte, 32<<10)
+				for {
+					k, err := c.Read(buf)
+					if k > 0 {
+						mu.Lock()
+						if len(first) < 32<<10 {
+							first = append(first, buf[:k]...)
+						}
+						mu.Unlock()
+						if _, err := up.Write(buf[:k]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	r, err := dcs.MTProxy(ln.Addr().String(), ee, dcs.MTProxyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := mtclient.New(mtclient.Options{
+		Addr: n.ClientAddr, PublicKeyFile: n.PublicKey, SessionFile: sessionFile,
+		Telegram: telegram.Options{Resolver: r},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runClient(c, func(ctx context.Context) error {
+		_, err := c.Self(ctx)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(first) < 5 || first[0] != 0x16 {
+		t.Fatalf("recorded %d bytes, not a TLS record", len(first))
+	}
+	size := 5 + (int(first[3])<<8 | int(first[4]))
+	if len(first) < size {
+		t.Fatalf("recorded %d bytes of a %d-byte hello", len(first), size)
+	}
+	return slices.Clone(first[:size])
 }
 
 // TestMTProxyProbesLeaveNothing sends two rounds of 10,000 refused probes
@@ -379,16 +513,21 @@ func TestMTProxyRelay(t *testing.T) {
 		return nil
 	})
 
-	// A node of the DC dies: clients reconnect through the relay to
-	// another, and go on.
-	d.nodes[0].kill()
-	waitFor(t, 60*time.Second, func() error {
-		return send("after the kill", 2)
-	})
-	waitFor(t, 30*time.Second, func() error {
-		if online.times("after the kill") != 1 {
-			return fmt.Errorf("the online ee user did not get the message sent after the kill")
-		}
-		return nil
-	})
+	// Each node of the DC dies in turn (kill -9) and comes back; one of
+	// them carries the online client's relayed connection. Clients
+	// reconnect through the relay to another node and go on.
+	for i := range d.nodes {
+		d.nodes[i].kill()
+		text := fmt.Sprintf("after killing %s", d.id(i))
+		waitFor(t, 60*time.Second, func() error {
+			return send(text, int64(10+i))
+		})
+		waitFor(t, 30*time.Second, func() error {
+			if online.times(text) != 1 {
+				return fmt.Errorf("the online ee user did not get %q", text)
+			}
+			return nil
+		})
+		d.restart(i)
+	}
 }
