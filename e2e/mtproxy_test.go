@@ -54,6 +54,42 @@ func newProxySecrets(t *testing.T) proxySecrets {
 	}
 }
 
+// proxyKind is a secret and the test number that signs up through it.
+type proxyKind struct {
+	name   string
+	secret []byte
+	phone  string
+}
+
+// kinds pairs each secret with a test number: prefix (8 digits) then 01,
+// 02, 03.
+func (s proxySecrets) kinds(prefix string) []proxyKind {
+	return []proxyKind{{"plain", s.plain, prefix + "01"}, {"dd", s.dd, prefix + "02"}, {"ee", s.ee, prefix + "03"}}
+}
+
+// signUpThrough signs each kind's number up through n's MTProxy port with
+// its secret, keeping the session in dir/<kind>.json, and returns the
+// users.
+func signUpThrough(t *testing.T, n *node, kinds []proxyKind, dir string) []*tg.User {
+	t.Helper()
+	users := make([]*tg.User, len(kinds))
+	for i, k := range kinds {
+		c := proxyClient(t, n, k.secret, filepath.Join(dir, k.name+".json"))
+		if err := runClient(c, func(ctx context.Context) error {
+			flow := auth.NewFlow(auth.TestUser(k.phone, 1), auth.SendCodeOptions{})
+			if err := c.Auth().IfNecessary(ctx, flow); err != nil {
+				return fmt.Errorf("sign up through the %s secret: %w", k.name, err)
+			}
+			var err error
+			users[i], err = c.Self(ctx)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return users
+}
+
 func (s proxySecrets) config() string {
 	return strings.Join([]string{hex.EncodeToString(s.plain), hex.EncodeToString(s.dd), hex.EncodeToString(s.ee)}, ",")
 }
@@ -105,31 +141,8 @@ func TestMTProxyNodePort(t *testing.T) {
 	n.waitServing(30 * time.Second)
 
 	dir := t.TempDir()
-	kinds := []struct {
-		name   string
-		secret []byte
-		phone  string
-	}{
-		{"plain", secrets.plain, "9996612001"},
-		{"dd", secrets.dd, "9996612002"},
-		{"ee", secrets.ee, "9996612003"},
-	}
-	users := make([]*tg.User, len(kinds))
-	for i, k := range kinds {
-		sess := filepath.Join(dir, k.name+".json")
-		c := proxyClient(t, n, k.secret, sess)
-		if err := runClient(c, func(ctx context.Context) error {
-			flow := auth.NewFlow(auth.TestUser(k.phone, 1), auth.SendCodeOptions{})
-			if err := c.Auth().IfNecessary(ctx, flow); err != nil {
-				return fmt.Errorf("sign up through the %s secret: %w", k.name, err)
-			}
-			var err error
-			users[i], err = c.Self(ctx)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	kinds := secrets.kinds("99966120")
+	users := signUpThrough(t, n, kinds, dir)
 	m, err := scrape(n)
 	if err != nil {
 		t.Fatal(err)
@@ -462,30 +475,8 @@ func TestMTProxyRelay(t *testing.T) {
 	})
 
 	dir := t.TempDir()
-	kinds := []struct {
-		name   string
-		secret []byte
-		phone  string
-	}{
-		{"plain", secrets.plain, "9996613001"},
-		{"dd", secrets.dd, "9996613002"},
-		{"ee", secrets.ee, "9996613003"},
-	}
-	users := make([]*tg.User, len(kinds))
-	for i, k := range kinds {
-		c := proxyClient(t, px, k.secret, filepath.Join(dir, k.name+".json"))
-		if err := runClient(c, func(ctx context.Context) error {
-			flow := auth.NewFlow(auth.TestUser(k.phone, 1), auth.SendCodeOptions{})
-			if err := c.Auth().IfNecessary(ctx, flow); err != nil {
-				return fmt.Errorf("sign up through the relay with the %s secret: %w", k.name, err)
-			}
-			var err error
-			users[i], err = c.Self(ctx)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	kinds := secrets.kinds("99966130")
+	users := signUpThrough(t, px, kinds, dir)
 	r, err := dcs.MTProxy(px.ClientAddr, secrets.ee, dcs.MTProxyOptions{})
 	if err != nil {
 		t.Fatal(err)

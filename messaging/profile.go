@@ -148,9 +148,6 @@ func (c UpdateUsername) apply(tx *storage.Txn, env Env) (any, error) {
 	if c.Username != "" && !ValidUsername(c.Username) {
 		return nil, errUsernameInvalid
 	}
-	if c.Claimed {
-		return c.applyClaimed(tx)
-	}
 	u, ok, err := GetUser(tx, c.UserID)
 	if err != nil {
 		return nil, err
@@ -161,48 +158,28 @@ func (c UpdateUsername) apply(tx *storage.Txn, env Env) (any, error) {
 	if u.Username == c.Username {
 		return nil, errUsernameNotModified
 	}
-	if c.Username != "" {
-		owner, taken, err := UserByUsername(tx, c.Username)
-		if err != nil {
-			return nil, err
+	// Claimed: the username index is the federation's username DC's,
+	// where the name was claimed; only the user's record changes here.
+	if !c.Claimed {
+		if c.Username != "" {
+			owner, taken, err := UserByUsername(tx, c.Username)
+			if err != nil {
+				return nil, err
+			}
+			if taken && owner != u.ID {
+				return nil, errUsernameOccupied
+			}
 		}
-		if taken && owner != u.ID {
-			return nil, errUsernameOccupied
+		if u.Username != "" {
+			if err := tx.Delete(key("uname", strings.ToLower(u.Username))); err != nil {
+				return nil, err
+			}
 		}
-	}
-	if u.Username != "" {
-		if err := tx.Delete(key("uname", strings.ToLower(u.Username))); err != nil {
-			return nil, err
+		if c.Username != "" {
+			if err := putInt(tx, key("uname", strings.ToLower(c.Username)), u.ID); err != nil {
+				return nil, err
+			}
 		}
-	}
-	if c.Username != "" {
-		if err := putInt(tx, key("uname", strings.ToLower(c.Username)), u.ID); err != nil {
-			return nil, err
-		}
-	}
-	u.Username = c.Username
-	if err := putJSON(tx, key("user", u.ID), u); err != nil {
-		return nil, err
-	}
-	ev, err := userNameEvent(u, c.Auth)
-	if err != nil {
-		return nil, err
-	}
-	return Applied{Result: u, Events: []Event{ev}}, nil
-}
-
-// applyClaimed changes the user's record only: the username index is
-// the federation's username DC's, where the name was claimed.
-func (c UpdateUsername) applyClaimed(tx *storage.Txn) (any, error) {
-	u, ok, err := GetUser(tx, c.UserID)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, Reject(400, "USER_ID_INVALID")
-	}
-	if u.Username == c.Username {
-		return nil, errUsernameNotModified
 	}
 	u.Username = c.Username
 	if err := putJSON(tx, key("user", u.ID), u); err != nil {

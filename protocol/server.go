@@ -292,20 +292,12 @@ func (s *Server) track() bool {
 }
 
 func (s *Server) serve(ctx context.Context, nc net.Conn) {
-	if s.connCount.Add(1) > int64(s.cfg.MaxConnections) {
-		s.connCount.Add(-1)
-		s.metrics.connsRejected.Inc()
+	ctx, done, ok := s.open(ctx)
+	if !ok {
 		nc.Close()
 		return
 	}
-	defer s.connCount.Add(-1)
-	s.metrics.connsActive.Inc()
-	defer s.metrics.connsActive.Dec()
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel)
-	defer stop()
+	defer done()
 
 	_ = nc.SetReadDeadline(s.now().Add(s.cfg.HandshakeTimeout))
 	tc, err := transport.Accept(nc, s.transportOptions())
@@ -363,20 +355,32 @@ func (s *Server) ServeTransport(ctx context.Context, tc transport.Conn) {
 		return
 	}
 	defer s.wg.Done()
-	if s.connCount.Add(1) > int64(s.cfg.MaxConnections) {
-		s.connCount.Add(-1)
-		s.metrics.connsRejected.Inc()
+	ctx, done, ok := s.open(ctx)
+	if !ok {
 		tc.Close()
 		return
 	}
-	defer s.connCount.Add(-1)
-	s.metrics.connsActive.Inc()
-	defer s.metrics.connsActive.Dec()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel)
-	defer stop()
+	defer done()
 	s.serveTransport(ctx, tc)
+}
+
+// open counts a connection against MaxConnections (ok false: over it) and
+// returns its context, which ends with the server; done undoes both.
+func (s *Server) open(ctx context.Context) (_ context.Context, done func(), ok bool) {
+	if s.connCount.Add(1) > int64(s.cfg.MaxConnections) {
+		s.connCount.Add(-1)
+		s.metrics.connsRejected.Inc()
+		return nil, nil, false
+	}
+	s.metrics.connsActive.Inc()
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.ctx, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+		s.metrics.connsActive.Dec()
+		s.connCount.Add(-1)
+	}, true
 }
 
 // acquireHandshake takes a handshake slot without waiting.

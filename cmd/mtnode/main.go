@@ -91,24 +91,34 @@ func version() string {
 	return "(devel)"
 }
 
-func runNode(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("mtnode run", flag.ContinueOnError)
+// loadServeConfig parses the flags and configuration of `mtnode NAME`
+// (run, proxy). code is the exit code when cfg is nil.
+func loadServeConfig(name string, args []string, stderr io.Writer) (cfg *config.Config, fs *flag.FlagSet, code int) {
+	fs = flag.NewFlagSet("mtnode "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return nil, nil, 0
 		}
-		return 2
+		return nil, nil, 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "mtnode run: unexpected arguments %q\n", fs.Args())
-		return 2
+		fmt.Fprintf(stderr, "mtnode %s: unexpected arguments %q\n", name, fs.Args())
+		return nil, nil, 2
 	}
 	cfg, err := config.Load(fs, os.Environ())
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 2
+		return nil, nil, 2
+	}
+	return cfg, fs, 0
+}
+
+func runNode(args []string, stderr io.Writer) int {
+	cfg, fs, code := loadServeConfig("run", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	log := cfg.Logger(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -153,23 +163,9 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 // addresses, [proxy]); --join names a node of the federation to learn the
 // DCs from.
 func runProxyRelay(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("mtnode proxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	config.RegisterFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "mtnode proxy: unexpected arguments %q\n\n%s", fs.Args(), proxyUsage)
-		return 2
-	}
-	cfg, err := config.Load(fs, os.Environ())
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 2
+	cfg, fs, code := loadServeConfig("proxy", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	log := cfg.Logger(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
