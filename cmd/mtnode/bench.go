@@ -25,23 +25,25 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mtnode bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		opts      loadgen.Options
-		scenarios = fs.String("scenario", "all", "comma-separated scenarios: crypto, handshake, ping, chat, idle, or all (those five); failover and federation run only when named")
-		nodes     = fs.String("nodes", "1", "comma-separated DC sizes of child nodes (e.g. 1,3): chat runs on a fresh DC of each size, users round-robin over its nodes; the other scenarios use the first size")
-		conns     = fs.String("conns", "1,64,1024", "comma-separated concurrent connections for the ping scenario")
-		chatUsers = fs.String("chat-users", "2,100,1000", "comma-separated user counts (even) for the chat scenario")
-		fedUsers  = fs.String("fed-users", "2,50", "comma-separated user counts (even) for the federation scenario's same-DC and cross-DC loops")
-		wanDelay  = fs.Duration("wan-delay", 50*time.Millisecond, "federation scenario: delay added between the DCs, each way, in a second pass; 0 skips that pass")
-		transport = fs.String("transport", string(mtclient.Intermediate), "client transport for ping and idle")
-		ping      = fs.String("ping", string(loadgen.PingAuto), "round trip: ping (telegram.Client.Ping), rpc (help.getNearestDc) or auto (ping if answered)")
-		asJSON    = fs.Bool("json", false, "print the report as JSON instead of Markdown")
-		verbose   = fs.Bool("v", false, "log progress to stderr")
+		opts       loadgen.Options
+		scenarios  = fs.String("scenario", "all", "comma-separated scenarios: crypto, handshake, ping, chat, idle, or all (those five); failover, federation and mtproxy run only when named")
+		nodes      = fs.String("nodes", "1", "comma-separated DC sizes of child nodes (e.g. 1,3): chat runs on a fresh DC of each size, users round-robin over its nodes; the other scenarios use the first size")
+		conns      = fs.String("conns", "1,64,1024", "comma-separated concurrent connections for the ping scenario")
+		chatUsers  = fs.String("chat-users", "2,100,1000", "comma-separated user counts (even) for the chat scenario")
+		fedUsers   = fs.String("fed-users", "2,50", "comma-separated user counts (even) for the federation scenario's same-DC and cross-DC loops")
+		wanDelay   = fs.Duration("wan-delay", 50*time.Millisecond, "federation scenario: delay added between the DCs, each way, in a second pass; 0 skips that pass")
+		transport  = fs.String("transport", string(mtclient.Intermediate), "client transport for ping and idle")
+		ping       = fs.String("ping", string(loadgen.PingAuto), "round trip: ping (telegram.Client.Ping), rpc (help.getNearestDc) or auto (ping if answered)")
+		mtpStreams = fs.String("mtproxy-streams", "1,100", "mtproxy scenario: comma-separated concurrent streams of the throughput levels")
+		asJSON     = fs.Bool("json", false, "print the report as JSON instead of Markdown")
+		verbose    = fs.Bool("v", false, "log progress to stderr")
 	)
 	fs.DurationVar(&opts.Duration, "duration", 10*time.Second, "length of each measured phase")
 	fs.IntVar(&opts.Failovers, "failovers", 5, "kills of the failover scenario (of the node leading the most groups of a 3-node child DC)")
 	fs.IntVar(&opts.Federation.NodesPerDC, "fed-nodes", 1, "federation scenario: nodes per DC (1 to 5)")
 	fs.IntVar(&opts.Federation.Backlog, "backlog", 100_000, "federation scenario: messages DC1 queues for DC2 while they are cut apart")
-	fs.IntVar(&opts.IdleConns, "idle-conns", 1000, "idle connections to open for the idle scenario")
+	fs.IntVar(&opts.IdleConns, "idle-conns", 1000, "idle connections to open for the idle and mtproxy scenarios")
+	fs.StringVar(&opts.MTProxy.MTG, "mtg", "", "mtproxy scenario: the mtg binary to compare `mtnode proxy` with; empty measures mtnode alone")
 	fs.IntVar(&opts.HandshakeWorkers, "handshake-workers", 0, "concurrent key exchanges; 0 is twice GOMAXPROCS (keep below the node's max_handshakes)")
 	fs.StringVar((*string)(&opts.HandshakeClient), "handshake-client", "fast", "key exchange client of the handshake scenario: fast (loads the node) or gotd (the real library)")
 	fs.IntVar(&opts.SetupConcurrency, "setup-concurrency", 16, "connections set up at once")
@@ -110,6 +112,14 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		opts.Nodes = append(opts.Nodes, n)
+	}
+	for _, s := range strings.Split(*mtpStreams, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fmt.Fprintf(stderr, "mtnode bench: bad --mtproxy-streams %q\n", *mtpStreams)
+			return 2
+		}
+		opts.MTProxy.Streams = append(opts.MTProxy.Streams, n)
 	}
 	opts.Transport = mtclient.Transport(*transport)
 	opts.PingMethod = loadgen.PingMethod(*ping)

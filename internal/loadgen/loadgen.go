@@ -53,14 +53,18 @@ const (
 	// backlog queued while the DCs were cut apart, without and with an
 	// added WAN delay (federation.go). Not in "all".
 	Federation Scenario = "federation"
+	// MTProxy measures `mtnode proxy` against mtg (Options.MTProxy.MTG) in
+	// FakeTLS mode: relay throughput, added latency, memory per idle
+	// connection, CPU per GB (mtproxy.go). Not in "all".
+	MTProxy Scenario = "mtproxy"
 )
 
 // Scenarios lists every scenario of a default run ("all"), in run order.
 var Scenarios = []Scenario{Crypto, Handshake, Ping, Chat, Idle}
 
 // AllScenarios is every scenario Run knows, in run order: Scenarios, then
-// Failover and Federation, which run only when asked for.
-var AllScenarios = []Scenario{Crypto, Handshake, Ping, Chat, Idle, Failover, Federation}
+// Failover, Federation and MTProxy, which run only when asked for.
+var AllScenarios = []Scenario{Crypto, Handshake, Ping, Chat, Idle, Failover, Federation, MTProxy}
 
 // ErrNoMetrics is returned by the idle scenario when the node's /metrics
 // address is unknown (an external target without Options.MetricsAddr).
@@ -101,6 +105,8 @@ type Options struct {
 	Failovers int
 	// Federation configures the federation scenario.
 	Federation FederationOptions
+	// MTProxy configures the mtproxy scenario.
+	MTProxy MTProxyOptions
 	// SetupConcurrency bounds connections being set up at once (each does
 	// its own key exchange); 16.
 	SetupConcurrency int
@@ -226,6 +232,7 @@ type Report struct {
 	Failover  *FailoverReport
 
 	Federation *FederationReport
+	MTProxy    *MTProxyReport
 }
 
 // runState is what the scenarios of one run share.
@@ -360,6 +367,16 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		rep.Federation = fr
 		if err != nil {
 			return rep, fmt.Errorf("federation: %w", err)
+		}
+	}
+	if want(MTProxy) {
+		if opts.NodeBinary == "" {
+			return rep, errors.New("loadgen: the mtproxy scenario needs the mtnode binary (no --addr)")
+		}
+		mr, err := runMTProxy(ctx, &opts, log)
+		rep.MTProxy = mr
+		if err != nil {
+			return rep, fmt.Errorf("mtproxy: %w", err)
 		}
 	}
 	return rep, nil

@@ -128,6 +128,9 @@ func (r *Report) Markdown(w io.Writer) error {
 	if r.Federation != nil {
 		r.federationMarkdown(p)
 	}
+	if r.MTProxy != nil {
+		r.mtproxyMarkdown(p)
+	}
 	return p.err
 }
 
