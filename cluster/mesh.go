@@ -26,8 +26,12 @@ const (
 	DefaultKeepAlive        = 5 * time.Second
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultHeaderTimeout    = 10 * time.Second
-	DefaultMaxStreams       = 1024
-	DefaultDrainTimeout     = 10 * time.Second
+	// DefaultMaxStreams is high because a stream can live as long as a
+	// client: a node or mtnode proxy relays each proxied client over its
+	// own stream (KindProxy), all on one connection per peer. At 1024 the
+	// 1025th client waited out the dial timeout.
+	DefaultMaxStreams   = 1 << 16
+	DefaultDrainTimeout = 10 * time.Second
 )
 
 // QUIC error codes the mesh sends. Values are wire format.

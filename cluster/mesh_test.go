@@ -494,3 +494,34 @@ func TestMeshIdentifyLearnsThePeerID(t *testing.T) {
 		t.Fatal("node of another CA identified")
 	}
 }
+
+// TestMeshManyLongStreams holds more streams open on one connection than
+// the old limit of 1024, as a proxy relaying that many clients does: each
+// one opens at once.
+func TestMeshManyLongStreams(t *testing.T) {
+	ca := testCA(t)
+	a := startMesh(t, ca, "a", nodeCert(t, ca, "a"))
+	b := startMesh(t, ca, "b", nodeCert(t, ca, "b"))
+	b.Handle(KindProxy, func(ctx context.Context, peer NodeID, s *Stream) {
+		io.Copy(io.Discard, s) // until the opener closes
+	})
+	const n = 1100
+	streams := make([]*Stream, 0, n)
+	defer func() {
+		for _, s := range streams {
+			s.Close()
+		}
+	}()
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		s, err := a.Open(ctx, b.ID(), b.Addr().String(), KindProxy)
+		cancel()
+		if err != nil {
+			t.Fatalf("stream %d: %v", i+1, err)
+		}
+		if _, err := s.Write([]byte("x")); err != nil {
+			t.Fatalf("stream %d: %v", i+1, err)
+		}
+		streams = append(streams, s)
+	}
+}
