@@ -142,11 +142,16 @@ func (g *mtproxyGate) apply(cfg *config.Config, listen []string) error {
 func (g *mtproxyGate) options() transport.Options { return g.set.Load().opts }
 
 // admit counts an accepted connection by kind and secret, and enforces
-// the per-IP limit: a client over it is told -429 (flood, as Telegram
-// DCs answer) and closed. release undoes admit.
+// the per-IP limit on proxied ones (those that used a secret): a client
+// over it is told -429 (flood, as Telegram DCs answer) and closed. Direct
+// clients are not limited per IP: many share one address behind NAT, and
+// protocol.max_connections bounds them all. release undoes admit.
 func (g *mtproxyGate) admit(tc transport.Conn, meta transport.Metadata) (release func(), ok bool) {
 	s := g.set.Load()
 	g.m.conns.WithLabelValues(kindLabel(meta), s.secretLabel(meta)).Inc()
+	if meta.SecretIndex < 0 {
+		return func() {}, true
+	}
 	ip := sourceIP(tc.RemoteAddr())
 	g.mu.Lock()
 	if s.perIPMax > 0 && g.perIP[ip] >= s.perIPMax {
