@@ -458,19 +458,7 @@ func (r *router) serveDCCall(ctx context.Context, body []byte) (byte, []byte) {
 			return stRPCError, b
 		}
 	}
-	res, err := r.Handle(context.WithValue(ctx, relayedKey{}, true), call)
-	if err != nil {
-		if te, ok := tgerr.As(err); ok {
-			b, _ := json.Marshal(rpcError{Code: te.Code, Message: te.Message})
-			return stRPCError, b
-		}
-		return stFailed, []byte(err.Error())
-	}
-	var b bin.Buffer
-	if err := res.Encode(&b); err != nil {
-		return stFailed, []byte("encode result: " + err.Error())
-	}
-	return stOK, b.Buf
+	return callAnswer(r.Handle(context.WithValue(ctx, relayedKey{}, true), call))
 }
 
 // peerKey carries, in a served RPC's context, the node that sent it.

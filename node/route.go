@@ -479,25 +479,14 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 			return r.notLeader(g)
 		}
 		res, err := r.runLocal(ctx, call)
-		if err != nil {
-			var te *tgerr.Error
-			var wg errWrongGroup
-			switch {
-			case errors.As(err, &wg):
-				return stWrongGroup, binary.BigEndian.AppendUint32(nil, uint32(wg.g))
-			case errors.Is(err, messaging.ErrUnavailable):
-				return r.notLeader(g)
-			case errors.As(err, &te):
-				b, _ := json.Marshal(rpcError{Code: te.Code, Message: te.Message})
-				return stRPCError, b
-			}
-			return stFailed, []byte(err.Error())
+		var wg errWrongGroup
+		switch {
+		case errors.As(err, &wg):
+			return stWrongGroup, binary.BigEndian.AppendUint32(nil, uint32(wg.g))
+		case errors.Is(err, messaging.ErrUnavailable):
+			return r.notLeader(g)
 		}
-		var b bin.Buffer
-		if err := res.Encode(&b); err != nil {
-			return stFailed, []byte("encode result: " + err.Error())
-		}
-		return stOK, b.Buf
+		return callAnswer(res, err)
 	case opLoadKey:
 		id, _, err := parseKeyRequest(op, body)
 		if err != nil {
@@ -601,6 +590,24 @@ func (r *router) dispatch(ctx context.Context, op byte, body []byte) (byte, []by
 		return stOK, nil
 	}
 	return stFailed, []byte(fmt.Sprintf("unknown op %d", op))
+}
+
+// callAnswer is a call's answer on the wire: its result's TL, a Telegram
+// error for the client, or a failure.
+func callAnswer(res bin.Encoder, err error) (byte, []byte) {
+	if err != nil {
+		var te *tgerr.Error
+		if errors.As(err, &te) {
+			b, _ := json.Marshal(rpcError{Code: te.Code, Message: te.Message})
+			return stRPCError, b
+		}
+		return stFailed, []byte(err.Error())
+	}
+	var b bin.Buffer
+	if err := res.Encode(&b); err != nil {
+		return stFailed, []byte("encode result: " + err.Error())
+	}
+	return stOK, b.Buf
 }
 
 // Parsers of what peers send. Every field a peer controls is bounded;

@@ -116,7 +116,21 @@ func loadServeConfig(name string, args []string, stderr io.Writer) (cfg *config.
 }
 
 func runNode(args []string, stderr io.Writer) int {
-	cfg, fs, code := loadServeConfig("run", args, stderr)
+	return serveUntilSignal("run", args, stderr, func(cfg *config.Config, log *slog.Logger) (server, error) {
+		return node.New(cfg, log)
+	})
+}
+
+// server is what `mtnode run` and `mtnode proxy` start.
+type server interface {
+	Run(ctx context.Context) error
+	Reload(cfg *config.Config) error
+}
+
+// serveUntilSignal loads the configuration of `mtnode NAME`, starts the
+// server and runs it until SIGINT or SIGTERM, reloading it on SIGHUP.
+func serveUntilSignal(name string, args []string, stderr io.Writer, start func(*config.Config, *slog.Logger) (server, error)) int {
+	cfg, fs, code := loadServeConfig(name, args, stderr)
 	if cfg == nil {
 		return code
 	}
@@ -124,14 +138,14 @@ func runNode(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	node.Version = version()
-	n, err := node.New(cfg, log)
+	s, err := start(cfg, log)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1
 	}
-	go reloadOnHUP(ctx, config.Reloader(fs, os.Environ()), n.Reload, log)
-	if err := n.Run(ctx); err != nil {
-		log.Error("node stopped", "err", err)
+	go reloadOnHUP(ctx, config.Reloader(fs, os.Environ()), s.Reload, log)
+	if err := s.Run(ctx); err != nil {
+		log.Error("stopped", "err", err)
 		return 1
 	}
 	return 0
@@ -163,25 +177,9 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 // addresses, [proxy]); --join names a node of the federation to learn the
 // DCs from.
 func runProxyRelay(args []string, stderr io.Writer) int {
-	cfg, fs, code := loadServeConfig("proxy", args, stderr)
-	if cfg == nil {
-		return code
-	}
-	log := cfg.Logger(stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	node.Version = version()
-	p, err := node.NewProxy(cfg, log)
-	if err != nil {
-		log.Error("start failed", "err", err)
-		return 1
-	}
-	go reloadOnHUP(ctx, config.Reloader(fs, os.Environ()), p.Reload, log)
-	if err := p.Run(ctx); err != nil {
-		log.Error("proxy stopped", "err", err)
-		return 1
-	}
-	return 0
+	return serveUntilSignal("proxy", args, stderr, func(cfg *config.Config, log *slog.Logger) (server, error) {
+		return node.NewProxy(cfg, log)
+	})
 }
 
 // reloadOnHUP reads the configuration again on every SIGHUP and hands it
