@@ -36,6 +36,18 @@ func TestClusterPartition(t *testing.T) {
 	signUp(t, d.nodes[lead], sessA, "9996610501")
 	b := signUp(t, d.nodes[major], sessB, "9996610502")
 	sendN(t, d.nodes[major], sessA, b.Phone, 0, 5)
+	// B's key was made through another node: its group may have
+	// committed it on the two others only, and a node cut off without the
+	// key cannot even open B's connection (it learns keys from the
+	// leader), let alone answer RPC_CALL_FAIL. B connects to the node
+	// once first, as a client that was using it when the cut came.
+	warm := newClient(t, d.nodes[lead], mtclient.Intermediate, sessB)
+	if err := runClient(warm, func(ctx context.Context) error {
+		_, err := warm.API().HelpGetConfig(ctx)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	lab.cut(lead)
 	t.Logf("cut off %s, the leader", d.id(lead))
