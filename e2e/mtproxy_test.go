@@ -106,6 +106,24 @@ func startFront(t *testing.T) *httptest.Server {
 	return srv
 }
 
+// proxyDoc is a node's configuration with secrets and front.
+func proxyDoc(secrets string, front *httptest.Server) string {
+	return fmt.Sprintf("[auth]\ntest_numbers = \"on\"\n[proxy]\nsecrets = %q\nfront = %q\n", secrets, front.Listener.Addr().String())
+}
+
+// startProxyNode runs a standalone node whose port takes secrets and
+// fronts to front; cfg is its configuration file, for reloads.
+func startProxyNode(t *testing.T, front *httptest.Server, secrets proxySecrets) (n *node, cfg string) {
+	t.Helper()
+	cfg = filepath.Join(t.TempDir(), "mtnode.toml")
+	if err := os.WriteFile(cfg, []byte(proxyDoc(secrets.config(), front)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n = launchNode(t, t.TempDir(), "--config", cfg)
+	n.waitServing(30 * time.Second)
+	return n, cfg
+}
+
 // proxyClient builds a gotd client that reaches n through its MTProxy
 // port with secret, as an app given a proxy link does.
 func proxyClient(t *testing.T, n *node, secret []byte, sessionFile string) *telegram.Client {
@@ -132,13 +150,7 @@ func TestMTProxyNodePort(t *testing.T) {
 	t.Parallel()
 	front := startFront(t)
 	secrets := newProxySecrets(t)
-	cfg := filepath.Join(t.TempDir(), "mtnode.toml")
-	doc := fmt.Sprintf("[auth]\ntest_numbers = \"on\"\n[proxy]\nsecrets = %q\nfront = %q\n", secrets.config(), front.Listener.Addr().String())
-	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	n := launchNode(t, t.TempDir(), "--config", cfg)
-	n.waitServing(30 * time.Second)
+	n, cfg := startProxyNode(t, front, secrets)
 
 	dir := t.TempDir()
 	kinds := secrets.kinds("99966120")
@@ -256,8 +268,7 @@ func TestMTProxyNodePort(t *testing.T) {
 
 	// Secrets are revoked by a reload: without the plain secret in the
 	// file, SIGHUP makes its clients fail while the others go on.
-	doc = fmt.Sprintf("[auth]\ntest_numbers = \"on\"\n[proxy]\nsecrets = %q\nfront = %q\n",
-		hex.EncodeToString(secrets.dd)+","+hex.EncodeToString(secrets.ee), front.Listener.Addr().String())
+	doc := proxyDoc(hex.EncodeToString(secrets.dd)+","+hex.EncodeToString(secrets.ee), front)
 	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -366,15 +377,7 @@ func recordHello(t *testing.T, n *node, ee []byte, sessionFile string) []byte {
 // goroutines as before, and the second round adds no memory to the first.
 func TestMTProxyProbesLeaveNothing(t *testing.T) {
 	t.Parallel()
-	front := startFront(t)
-	secrets := newProxySecrets(t)
-	cfg := filepath.Join(t.TempDir(), "mtnode.toml")
-	doc := fmt.Sprintf("[proxy]\nsecrets = %q\nfront = %q\n", secrets.config(), front.Listener.Addr().String())
-	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	n := launchNode(t, t.TempDir(), "--config", cfg)
-	n.waitServing(30 * time.Second)
+	n, _ := startProxyNode(t, startFront(t), newProxySecrets(t))
 	gauge := func(name string) float64 {
 		m, err := scrape(n)
 		if err != nil {
