@@ -84,6 +84,10 @@ type MeshConfig struct {
 	// DrainTimeout is how long a redundant connection (from a simultaneous
 	// dial) keeps serving its open streams before it is closed.
 	DrainTimeout time.Duration
+	// NoLane keeps bulk streams on QUIC: no TCP lane is listened on or
+	// dialled (mesh_lane.go). For a mesh whose PacketConn injects faults,
+	// which a TCP lane would bypass.
+	NoLane bool
 	// StatelessResetKey lets a restarted node reset its peers' connections
 	// to its former self at once. Nil derives it from Cert's private key, so
 	// it is stable across restarts.
@@ -104,6 +108,7 @@ type Mesh struct {
 	qconf       *quic.Config
 	clientTLS   func(NodeID) *tls.Config
 	identifyTLS *tls.Config
+	lane        *lane
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -217,6 +222,7 @@ func NewMesh(cfg MeshConfig) (*Mesh, error) {
 	}
 	m.ln = ln
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.listenLane(serverTLS)
 	return m, nil
 }
 
@@ -271,7 +277,10 @@ func (m *Mesh) Run(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, func() { m.Close() })
 	defer stop()
-	m.log.Info("mesh listening", "addr", m.Addr().String())
+	m.log.Info("mesh listening", "addr", m.Addr().String(), "tcp_lane", m.lane.ln != nil)
+	if m.lane.ln != nil && !m.spawn(m.acceptLanes) {
+		return ErrClosed
+	}
 	for {
 		qc, err := m.ln.Accept(m.ctx)
 		if err != nil {
@@ -308,6 +317,7 @@ func (m *Mesh) Close() error {
 			pc.qc.CloseWithError(codeShutdown, "shutdown")
 		}
 		m.ln.Close()
+		m.closeLanes()
 		m.tr.Close()
 		if m.ownUDP {
 			m.udp.Close()
@@ -344,6 +354,11 @@ func (m *Mesh) Open(ctx context.Context, peer NodeID, addr string, kind StreamKi
 	}
 	if err := peer.Validate(); err != nil {
 		return nil, err
+	}
+	if s, err := m.openLane(ctx, peer, addr, kind); err == nil {
+		return s, nil
+	} else if ctx.Err() != nil {
+		return nil, fmt.Errorf("open stream to %s: %w", peer, ctx.Err())
 	}
 	var lastErr error
 	for attempt := 0; attempt < 2; attempt++ {
@@ -645,42 +660,69 @@ func (m *Mesh) serveStream(ctx context.Context, pc *peerConn, qs *quic.Stream) {
 
 // Stream is one mesh stream: a reliable, ordered byte stream in both
 // directions to one peer. It is a net.Conn so stream-oriented libraries
-// (raft's NetworkTransport) can run over it.
+// (raft's NetworkTransport) can run over it. Most streams are QUIC streams
+// of the peer's connection; a bulk kind's may be a TCP lane connection of
+// its own (mesh_lane.go), with the same guarantees.
 type Stream struct {
-	qs    *quic.Stream
-	pc    *peerConn
-	kind  StreamKind
-	once  sync.Once
-	cerr  error
-	local net.Addr
+	qs            *quic.Stream // nil on the TCP lane
+	lane          *tls.Conn    // nil for a QUIC stream
+	peer          NodeID
+	kind          StreamKind
+	once          sync.Once
+	cerr          error
+	local, remote net.Addr
+	release       func() // on Close of a lane stream: forget it in the mesh
 }
 
 var _ net.Conn = (*Stream)(nil)
 
 func newStream(qs *quic.Stream, pc *peerConn, kind StreamKind) *Stream {
-	return &Stream{qs: qs, pc: pc, kind: kind, local: pc.qc.LocalAddr()}
+	return &Stream{qs: qs, peer: pc.peer, kind: kind, local: pc.qc.LocalAddr(), remote: pc.qc.RemoteAddr()}
 }
 
 // Peer returns the node ID the other end proved.
-func (s *Stream) Peer() NodeID { return s.pc.peer }
+func (s *Stream) Peer() NodeID { return s.peer }
 
 // Kind returns the stream's kind.
 func (s *Stream) Kind() StreamKind { return s.kind }
 
+// Lane reports whether the stream runs over the TCP lane rather than QUIC.
+func (s *Stream) Lane() bool { return s.lane != nil }
+
 // Read reads from the stream.
-func (s *Stream) Read(p []byte) (int, error) { return s.qs.Read(p) }
+func (s *Stream) Read(p []byte) (int, error) {
+	if s.lane != nil {
+		return s.lane.Read(p)
+	}
+	return s.qs.Read(p)
+}
 
 // Write writes to the stream.
-func (s *Stream) Write(p []byte) (int, error) { return s.qs.Write(p) }
+func (s *Stream) Write(p []byte) (int, error) {
+	if s.lane != nil {
+		return s.lane.Write(p)
+	}
+	return s.qs.Write(p)
+}
 
 // CloseWrite ends the sending direction after everything written so far
 // is delivered; the peer reads io.EOF. Reading stays possible.
-func (s *Stream) CloseWrite() error { return s.qs.Close() }
+func (s *Stream) CloseWrite() error {
+	if s.lane != nil {
+		return s.lane.CloseWrite()
+	}
+	return s.qs.Close()
+}
 
 // Close ends both directions: what was written is still delivered, what
 // the peer sends from now on is discarded. Safe to call more than once.
 func (s *Stream) Close() error {
 	s.once.Do(func() {
+		if s.lane != nil {
+			s.cerr = s.lane.Close()
+			s.release()
+			return
+		}
 		s.qs.CancelRead(codeStreamClosed)
 		s.cerr = s.qs.Close()
 	})
@@ -689,21 +731,45 @@ func (s *Stream) Close() error {
 
 // Reset aborts both directions at once, discarding unsent data.
 func (s *Stream) Reset() {
+	if s.lane != nil {
+		if tc, ok := s.lane.NetConn().(*net.TCPConn); ok {
+			tc.SetLinger(0) // close with a RST: unsent data is dropped
+		}
+		s.Close()
+		return
+	}
 	s.qs.CancelRead(codeStreamClosed)
 	s.qs.CancelWrite(codeStreamClosed)
 }
 
-// LocalAddr returns the mesh's UDP address.
+// LocalAddr returns the mesh's UDP address (the lane's TCP address for a
+// lane stream).
 func (s *Stream) LocalAddr() net.Addr { return s.local }
 
-// RemoteAddr returns the peer's UDP address.
-func (s *Stream) RemoteAddr() net.Addr { return s.pc.qc.RemoteAddr() }
+// RemoteAddr returns the peer's UDP address (its TCP address for a lane
+// stream).
+func (s *Stream) RemoteAddr() net.Addr { return s.remote }
 
 // SetDeadline sets read and write deadlines.
-func (s *Stream) SetDeadline(t time.Time) error { return s.qs.SetDeadline(t) }
+func (s *Stream) SetDeadline(t time.Time) error {
+	if s.lane != nil {
+		return s.lane.SetDeadline(t)
+	}
+	return s.qs.SetDeadline(t)
+}
 
 // SetReadDeadline sets the read deadline.
-func (s *Stream) SetReadDeadline(t time.Time) error { return s.qs.SetReadDeadline(t) }
+func (s *Stream) SetReadDeadline(t time.Time) error {
+	if s.lane != nil {
+		return s.lane.SetReadDeadline(t)
+	}
+	return s.qs.SetReadDeadline(t)
+}
 
 // SetWriteDeadline sets the write deadline.
-func (s *Stream) SetWriteDeadline(t time.Time) error { return s.qs.SetWriteDeadline(t) }
+func (s *Stream) SetWriteDeadline(t time.Time) error {
+	if s.lane != nil {
+		return s.lane.SetWriteDeadline(t)
+	}
+	return s.qs.SetWriteDeadline(t)
+}

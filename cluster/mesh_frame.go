@@ -65,6 +65,9 @@ func WriteFrame(w io.Writer, p []byte) error {
 	if uint64(len(p)) > 1<<32-1 {
 		return ErrFrameTooLarge
 	}
+	if s, ok := w.(*Stream); ok && s.lane != nil {
+		return s.writeFrame(p)
+	}
 	var h [4]byte
 	binary.BigEndian.PutUint32(h[:], uint32(len(p)))
 	if _, err := w.Write(h[:]); err != nil {
