@@ -195,6 +195,11 @@ type Cluster struct {
 	// MeshAddr is the UDP host:port of the QUIC mesh: raft, node RPC, the
 	// push bus and gossip all use it.
 	MeshAddr string `toml:"mesh_addr"`
+	// TCPLane lets relayed proxy clients' streams run over TCP (with the
+	// mesh's mutual TLS) on mesh_addr's port number, instead of QUIC:
+	// the kernel then does the per-packet work. Peers without it (the
+	// port closed or taken) get QUIC streams.
+	TCPLane bool `toml:"tcp_lane"`
 	// Join lists mesh addresses (host:port, or id@host:port) of members to
 	// join at start, comma-separated. Needed only the first time: a
 	// restarted node finds its peers from its own state.
@@ -372,6 +377,7 @@ func Default() Config {
 		},
 		Cluster: Cluster{
 			MeshAddr:          "127.0.0.1:7946",
+			TCPLane:           true,
 			ReplicationFactor: 3,
 			Shards:            16,
 			HoldTimeout:       Duration{10 * time.Second},
@@ -574,6 +580,7 @@ func fields() []field {
 		{"cluster.mesh_addr", func(c *Config) any { return &c.Cluster.MeshAddr }, func(c *Config) string {
 			return checkListenAddr(c.Cluster.MeshAddr)
 		}},
+		{"cluster.tcp_lane", func(c *Config) any { return &c.Cluster.TCPLane }, func(c *Config) string { return "" }},
 		{"cluster.join", func(c *Config) any { return &c.Cluster.Join }, func(c *Config) string {
 			return checkJoin(c, c.Cluster.Join)
 		}},

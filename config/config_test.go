@@ -207,6 +207,7 @@ func TestEveryKeyFromEveryLayer(t *testing.T) {
 		"cluster.snapshot_entries":   {"64", `64`, func(c *Config) bool { return c.Cluster.SnapshotEntries == 64 }},
 		"cluster.snapshot_interval":  {"1s", `"1s"`, func(c *Config) bool { return c.Cluster.SnapshotInterval.Duration == time.Second }},
 		"cluster.join_wan":           {"", `""`, func(c *Config) bool { return c.Cluster.JoinWAN == "" }},
+		"cluster.tcp_lane":           {"false", `false`, func(c *Config) bool { return !c.Cluster.TCPLane }},
 		"cluster.media_only":         {"false", `false`, func(c *Config) bool { return !c.Cluster.MediaOnly }},
 		"cluster.fault_injection":    {"false", `false`, func(c *Config) bool { return !c.Cluster.FaultInjection }},
 		"federation.phone_dcs":       {"1:1,44:2", `"1:1,44:2"`, func(c *Config) bool { return c.Federation.PhoneDCs == "1:1,44:2" }},

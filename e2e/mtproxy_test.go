@@ -506,6 +506,13 @@ func TestMTProxyRelay(t *testing.T) {
 		}
 		return nil
 	})
+	// Relayed streams take the mesh's TCP lane, not QUIC.
+	if m, err := scrape(px); err != nil {
+		t.Fatal(err)
+	} else if v, _ := m.get("mtnode_proxy_relayed_total", map[string]string{"result": "ok", "path": "tcp"}); v == 0 {
+		quic, _ := m.get("mtnode_proxy_relayed_total", map[string]string{"result": "ok", "path": "quic"})
+		t.Errorf("the relay carried no client over the TCP lane (%v over QUIC)", quic)
+	}
 
 	// Each node of the DC dies in turn (kill -9) and comes back; one of
 	// them carries the online client's relayed connection. Clients

@@ -123,7 +123,7 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 	if err != nil {
 		return nil, fmt.Errorf("cluster.secrets_dir: %w", err)
 	}
-	mc := cluster.MeshConfig{ID: c.id, Addr: cfg.Cluster.MeshAddr, Cert: cert, CA: ca.Pool(), Logger: log}
+	mc := cluster.MeshConfig{ID: c.id, Addr: cfg.Cluster.MeshAddr, Cert: cert, CA: ca.Pool(), Logger: log, NoLane: !cfg.Cluster.TCPLane}
 	if cfg.Cluster.FaultInjection {
 		// The mesh's socket goes through the fault injector, which
 		// POST /debug/faults programs (tests and WAN benchmarks).
@@ -138,6 +138,7 @@ func newClusterNode(cfg *config.Config, log *slog.Logger, db *storage.DB, notify
 		c.faults = cluster.NewFaults()
 		c.faultConn = cluster.WrapPacketConn(uc, c.faults)
 		mc.PacketConn = c.faultConn
+		mc.NoLane = true // the injector's rules cover UDP only
 		log.Warn("mesh fault injection is on: POST /debug/faults drops or delays mesh traffic")
 	}
 	if c.mesh, err = cluster.NewMesh(mc); err != nil {

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -109,14 +111,9 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 		dcQueueAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mtnode_dc_queue_age_seconds", Help: "Age of the oldest step bound for another DC not acknowledged yet, in the outbox of a group this node leads, by DC and group.",
 		}, []string{"dc", "group"}),
-		relayed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mtnode_proxy_relayed_total", Help: "Proxied clients relayed to a node of the DC they asked for, by result (ok, unreachable).",
-		}, []string{"result"}),
-		relayBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mtnode_proxy_relayed_bytes_total", Help: "MTProto frame bytes relayed to other DCs' nodes, by direction (in: from clients, out: to clients).",
-		}, []string{"dir"}),
 		dcSeries: map[int][]int{},
 	}
+	m.relayed, m.relayBytes = newRelayMetrics()
 	reg.MustRegister(m.applySeconds, m.leaderChanges, m.isLeader, m.groupsLed, m.appliedIndex, m.commitIndex,
 		m.applyLag, m.snapshotBytes, m.members, m.gossipHealth, m.autopilotSteps, m.forwarded,
 		m.forwardSeconds, m.pushFrames, m.outboxPending, m.outboxSteps, m.followerReads,
@@ -173,4 +170,14 @@ func (m *clusterMetrics) clearDCQueues(g int) {
 		m.dcQueueAge.DeleteLabelValues(strconv.Itoa(dc), groupLabel(g))
 	}
 	delete(m.dcSeries, g)
+}
+
+// handleProfiler serves Go's profiler under /debug/pprof/, for the
+// operator of a node or proxy: http_addr is loopback by default and must
+// not be exposed publicly.
+func handleProfiler(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }

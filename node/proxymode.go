@@ -79,7 +79,7 @@ func NewProxy(cfg *config.Config, log *slog.Logger) (_ *Proxy, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster.secrets_dir: %w", err)
 	}
-	if p.mesh, err = cluster.NewMesh(cluster.MeshConfig{ID: p.id, Addr: cfg.Cluster.MeshAddr, Cert: cert, CA: ca.Pool(), Logger: log}); err != nil {
+	if p.mesh, err = cluster.NewMesh(cluster.MeshConfig{ID: p.id, Addr: cfg.Cluster.MeshAddr, Cert: cert, CA: ca.Pool(), Logger: log, NoLane: !cfg.Cluster.TCPLane}); err != nil {
 		return nil, fmt.Errorf("cluster.mesh_addr %s: %w", cfg.Cluster.MeshAddr, err)
 	}
 	// No DC: the proxy is in the WAN pool to learn the DCs, and is in no
@@ -90,12 +90,7 @@ func NewProxy(cfg *config.Config, log *slog.Logger) (_ *Proxy, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	relayed := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "mtnode_proxy_relayed_total", Help: "Proxied clients relayed to a node of the DC they asked for, by result (ok, unreachable).",
-	}, []string{"result"})
-	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "mtnode_proxy_relayed_bytes_total", Help: "MTProto frame bytes relayed, by direction (in: from clients, out: to clients).",
-	}, []string{"dir"})
+	relayed, bytes := newRelayMetrics()
 	p.reg.MustRegister(relayed, bytes, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	p.relay = &relayer{mesh: p.mesh, members: p.members, results: relayed, bytes: bytes, log: p.log, maxFrame: cfg.Protocol.MaxFrameSize}
 	if p.ln, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
@@ -200,6 +195,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			}
 			fmt.Fprintln(w, "ok")
 		})
+		handleProfiler(mux)
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go hs.Serve(p.hln)
 	}

@@ -26,7 +26,8 @@ import (
 // MTProto frames over the mesh (cluster.KindProxy) to a node of that DC,
 // which serves them as a connection of its own. The obfuscation (secret,
 // FakeTLS) ends at the node the client reached; the mesh carries the
-// frames under its own mutual TLS.
+// frames under its own mutual TLS, over its TCP lane when the other node
+// takes one (KindProxy is a bulk kind), else over QUIC.
 //
 // A KindProxy stream carries frames (cluster.WriteFrame): first the
 // client's address as text, then the client's MTProto frames one for one
@@ -51,6 +52,18 @@ type relayer struct {
 	next     atomic.Uint32 // spreads relays over a DC's members
 }
 
+// newRelayMetrics makes a relayer's counters.
+func newRelayMetrics() (results, bytes *prometheus.CounterVec) {
+	results = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mtnode_proxy_relayed_total",
+		Help: "Proxied clients relayed to a node of the DC they asked for, by result (ok, unreachable) and mesh path (tcp: the TCP lane, quic, none).",
+	}, []string{"result", "path"})
+	bytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mtnode_proxy_relayed_bytes_total", Help: "MTProto frame bytes relayed to other DCs' nodes, by direction (in: from clients, out: to clients).",
+	}, []string{"dir"})
+	return results, bytes
+}
+
 // routeProxied is protocol.Options.Route on a clustered node.
 func (c *clusterNode) routeProxied(ctx context.Context, tc transport.Conn, meta transport.Metadata) bool {
 	dc := int(meta.DC)
@@ -71,13 +84,17 @@ func (r *relayer) relayTo(ctx context.Context, dc int, tc transport.Conn) {
 	defer tc.Close()
 	s, err := r.open(ctx, dc)
 	if err != nil {
-		r.results.WithLabelValues("unreachable").Inc()
+		r.results.WithLabelValues("unreachable", "none").Inc()
 		r.log.Debug("relay: no node of the DC asked for", "dc", dc, "err", err)
 		_ = tc.WriteError(-404)
 		return
 	}
 	defer s.Close()
-	r.results.WithLabelValues("ok").Inc()
+	path := "quic"
+	if s.Lane() {
+		path = "tcp"
+	}
+	r.results.WithLabelValues("ok", path).Inc()
 	if err := cluster.WriteFrame(s, []byte(tc.RemoteAddr().String())); err != nil {
 		return
 	}
