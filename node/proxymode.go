@@ -22,6 +22,7 @@ import (
 
 	"github.com/mtnode/mtnode/cluster"
 	"github.com/mtnode/mtnode/config"
+	"github.com/mtnode/mtnode/protocol"
 	"github.com/mtnode/mtnode/protocol/transport"
 )
 
@@ -46,6 +47,7 @@ type Proxy struct {
 	ln, hln net.Listener
 
 	conns chan struct{} // a slot per client connection (protocol.max_connections)
+	busy  chan struct{} // a slot per -429 answer over it
 	wg    sync.WaitGroup
 }
 
@@ -56,7 +58,7 @@ func NewProxy(cfg *config.Config, log *slog.Logger) (_ *Proxy, err error) {
 		return nil, errors.New("mtnode proxy needs cluster.secrets_dir (--cluster): the federation's CA and gossip key")
 	}
 	p := &Proxy{cfg: cfg, log: log.With("component", "proxy"), reg: prometheus.NewRegistry(),
-		conns: make(chan struct{}, cfg.Protocol.MaxConnections)}
+		conns: make(chan struct{}, cfg.Protocol.MaxConnections), busy: make(chan struct{}, protocol.BusyAnswers)}
 	defer func() {
 		if err != nil {
 			p.close()
@@ -224,8 +226,18 @@ func (p *Proxy) Run(ctx context.Context) error {
 		}
 		select {
 		case p.conns <- struct{}{}:
-		default:
-			nc.Close() // protocol.max_connections
+		default: // protocol.max_connections: -429, as a node answers
+			select {
+			case p.busy <- struct{}{}:
+				p.wg.Add(1)
+				go func() {
+					defer p.wg.Done()
+					defer func() { <-p.busy }()
+					transport.Busy(nc, p.transportOptions(), -429, protocol.BusyAnswerTimeout)
+				}()
+			default:
+				nc.Close()
+			}
 			continue
 		}
 		p.wg.Add(1)
@@ -249,10 +261,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 // DC they asked for.
 func (p *Proxy) serve(ctx context.Context, nc net.Conn) {
 	_ = nc.SetReadDeadline(time.Now().Add(p.cfg.Protocol.HandshakeTimeout.Duration))
-	opts := p.gate.options()
-	opts.RequireObfuscation = true // a relay speaks only to proxied clients
-	opts.MaxFrameSize = p.cfg.Protocol.MaxFrameSize
-	tc, err := transport.Accept(nc, opts)
+	tc, err := transport.Accept(nc, p.transportOptions())
 	if err != nil {
 		_ = nc.SetReadDeadline(time.Time{})
 		p.gate.reject(ctx, nc, err)
@@ -269,6 +278,14 @@ func (p *Proxy) serve(ctx context.Context, nc net.Conn) {
 		dc = -dc
 	}
 	p.relay.relayTo(ctx, dc, tc)
+}
+
+// transportOptions are the options of the next client's Accept.
+func (p *Proxy) transportOptions() transport.Options {
+	opts := p.gate.options()
+	opts.RequireObfuscation = true // a relay speaks only to proxied clients
+	opts.MaxFrameSize = p.cfg.Protocol.MaxFrameSize
+	return opts
 }
 
 // joinLoop joins the WAN pool through cluster.join_wan (or --join) until

@@ -377,6 +377,24 @@ func TestHandshakeCapGets429(t *testing.T) {
 	b.expectClosed(-429, 5*time.Second)
 }
 
+// A connection over MaxConnections is told -429 in its transport, as a
+// Telegram DC answers a flood, then closed; one that ends frees its slot.
+func TestConnectionCapGets429(t *testing.T) {
+	cfg := shortConfig()
+	cfg.MaxConnections = 1
+	ts := startServer(t, cfg, echoHandler())
+	a := dialRaw(t, ts.addr)
+	a.exchangeKey() // a holds the one slot
+	b := dialRaw(t, ts.addr)
+	b.expectClosed(-429, 5*time.Second)
+	a.conn.Close()
+	waitFor(t, 5*time.Second, func() bool {
+		return testutil.ToFloat64(activeConns(ts)) == 0
+	})
+	c := dialRaw(t, ts.addr)
+	c.exchangeKey()
+}
+
 func reqPQ() []byte {
 	var body bin.Buffer
 	_ = (&mt.ReqPqMultiRequest{}).Encode(&body)

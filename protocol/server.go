@@ -26,7 +26,9 @@ import (
 type Config struct {
 	// DC is this node's data center id, checked in key exchange.
 	DC int
-	// MaxConnections caps open client connections; more are closed at once.
+	// MaxConnections caps open client connections; more are answered
+	// -429 in their own transport and closed (at most BusyAnswers at a
+	// time; beyond that they are closed at once).
 	MaxConnections int
 	// MaxHandshakes caps concurrent key exchanges; more get -429.
 	MaxHandshakes int
@@ -133,6 +135,7 @@ type Server struct {
 	onReject   func(context.Context, net.Conn, error)
 
 	handshakes chan struct{}
+	busy       chan struct{} // a slot per -429 answer being given
 	connCount  atomic.Int64
 
 	ctx    context.Context
@@ -193,6 +196,7 @@ func NewServer(opts Options) (*Server, error) {
 		salts:      salts{secret: append([]byte(nil), opts.SaltSecret...)},
 		ids:        msgIDs{now: opts.Now},
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		busy:       make(chan struct{}, BusyAnswers),
 		ctx:        ctx,
 		cancel:     cancel,
 		sessions:   make(map[int64]map[int64]*session),
@@ -291,10 +295,24 @@ func (s *Server) track() bool {
 	return true
 }
 
+// BusyAnswers bounds connections over a connection limit being answered
+// -429 at once; each holds a goroutine for up to BusyAnswerTimeout.
+const BusyAnswers = 256
+
+// BusyAnswerTimeout bounds reading and answering the transport header of
+// a connection over a connection limit.
+const BusyAnswerTimeout = 5 * time.Second
+
 func (s *Server) serve(ctx context.Context, nc net.Conn) {
 	ctx, done, ok := s.open(ctx)
 	if !ok {
-		nc.Close()
+		select {
+		case s.busy <- struct{}{}:
+			transport.Busy(nc, s.transportOptions(), codeFlood, BusyAnswerTimeout)
+			<-s.busy
+		default:
+			nc.Close()
+		}
 		return
 	}
 	defer done()
@@ -357,6 +375,7 @@ func (s *Server) ServeTransport(ctx context.Context, tc transport.Conn) {
 	defer s.wg.Done()
 	ctx, done, ok := s.open(ctx)
 	if !ok {
+		_ = tc.WriteError(codeFlood)
 		tc.Close()
 		return
 	}

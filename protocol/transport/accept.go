@@ -249,3 +249,20 @@ func (o Options) randReader() io.Reader {
 	}
 	return o.Rand
 }
+
+// Busy answers a connection that will not be served (the server is at its
+// connection limit) with a transport error code, as a Telegram DC answers
+// -429, in whatever transport the client speaks, then closes it. The
+// transport header is read and answered within d; a connection that is
+// not recognised in time is closed without an answer. The caller bounds
+// how many Busy answers run at once: they cost a goroutine each for up
+// to d.
+func Busy(c net.Conn, opt Options, code int32, d time.Duration) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(d))
+	tc, err := Accept(c, opt)
+	if err != nil {
+		return
+	}
+	_ = tc.WriteError(code)
+}
