@@ -44,6 +44,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&opts.Federation.Backlog, "backlog", 100_000, "federation scenario: messages DC1 queues for DC2 while they are cut apart")
 	fs.IntVar(&opts.IdleConns, "idle-conns", 1000, "idle connections to open for the idle and mtproxy scenarios")
 	fs.StringVar(&opts.MTProxy.MTG, "mtg", "", "mtproxy scenario: the mtg binary to compare `mtnode proxy` with; empty measures mtnode alone")
+	fs.BoolVar(&opts.MTProxy.QUIC, "mtproxy-quic", false, "mtproxy scenario: also measure `mtnode proxy` with the mesh's TCP lane off (relaying over QUIC)")
 	fs.IntVar(&opts.HandshakeWorkers, "handshake-workers", 0, "concurrent key exchanges; 0 is twice GOMAXPROCS (keep below the node's max_handshakes)")
 	fs.StringVar((*string)(&opts.HandshakeClient), "handshake-client", "fast", "key exchange client of the handshake scenario: fast (loads the node) or gotd (the real library)")
 	fs.IntVar(&opts.SetupConcurrency, "setup-concurrency", 16, "connections set up at once")

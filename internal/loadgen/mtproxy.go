@@ -45,6 +45,9 @@ type MTProxyOptions struct {
 	// Domain is the ee secret's front domain (only its name is used; no
 	// one resolves it); www.example.com.
 	Domain string
+	// QUIC also measures `mtnode proxy` with the mesh's TCP lane off
+	// (cluster.tcp_lane = false), relaying over QUIC streams.
+	QUIC bool
 }
 
 func (o *MTProxyOptions) setDefaults() {
@@ -143,6 +146,7 @@ type proxyUnderTest struct {
 	ch             *child
 	counts         *echoCounts
 	dests          func() map[string]int
+	mesh           bool // relays over the mesh: report the lane's share
 }
 
 func (p *proxyUnderTest) pid() int { return p.ch.cmd.Process.Pid }
@@ -179,8 +183,13 @@ func runMTProxy(ctx context.Context, opts *Options, log *slog.Logger) (*MTProxyR
 		start func() (*proxyUnderTest, func(), error)
 	}
 	starters := []starter{{"mtnode proxy", func() (*proxyUnderTest, func(), error) {
-		return startMtnodeProxy(ctx, opts, secret, log)
+		return startMtnodeProxy(ctx, opts, secret, true, log)
 	}}}
+	if mo.QUIC {
+		starters = append(starters, starter{"mtnode proxy over QUIC", func() (*proxyUnderTest, func(), error) {
+			return startMtnodeProxy(ctx, opts, secret, false, log)
+		}})
+	}
 	if mo.MTG != "" {
 		starters = append(starters, starter{"mtg", func() (*proxyUnderTest, func(), error) {
 			return startMTG(ctx, mo.MTG, opts.ServerProcs, secret, log)
@@ -208,7 +217,7 @@ func runMTProxy(ctx context.Context, opts *Options, log *slog.Logger) (*MTProxyR
 }
 
 // startMtnodeProxy runs `mtnode proxy` relaying to a mesh echo of DC 2.
-func startMtnodeProxy(ctx context.Context, opts *Options, secret []byte, log *slog.Logger) (*proxyUnderTest, func(), error) {
+func startMtnodeProxy(ctx context.Context, opts *Options, secret []byte, lane bool, log *slog.Logger) (*proxyUnderTest, func(), error) {
 	echo, err := startMeshEcho(log.With("component", "mesh-echo"))
 	if err != nil {
 		return nil, nil, err
@@ -220,8 +229,8 @@ func startMtnodeProxy(ctx context.Context, opts *Options, secret []byte, log *sl
 	cfgFile := filepath.Join(echo.dir, "proxy.toml")
 	// One client IP opens every connection, so the per-IP cap (64 by
 	// default) goes; mtg has none.
-	doc := fmt.Sprintf("[cluster]\nsecrets_dir = %q\n[proxy]\nsecrets = %q\nmax_connections_per_ip = 1000000\n",
-		echo.dir, hex.EncodeToString(secret))
+	doc := fmt.Sprintf("[cluster]\nsecrets_dir = %q\ntcp_lane = %t\n[proxy]\nsecrets = %q\nmax_connections_per_ip = 1000000\n",
+		echo.dir, lane, hex.EncodeToString(secret))
 	if err := os.WriteFile(cfgFile, []byte(doc), 0o600); err != nil {
 		return fail(err)
 	}
@@ -271,7 +280,11 @@ func startMtnodeProxy(ctx context.Context, opts *Options, secret []byte, log *sl
 		stop()
 		return nil, nil, fmt.Errorf("mtnode proxy not ready: %w", err)
 	}
-	return &proxyUnderTest{name: "mtnode proxy", upstream: "QUIC mesh stream to an echo member of DC 2",
+	name := "mtnode proxy"
+	if !lane {
+		name += " over QUIC"
+	}
+	return &proxyUnderTest{name: name, upstream: "mesh stream to an echo member of DC 2", mesh: true,
 		addr: addr, secret: secret, ch: ch, counts: &echo.echoCounts}, stop, nil
 }
 
@@ -444,6 +457,9 @@ func measureProxy(ctx context.Context, opts *Options, mo *MTProxyOptions, p *pro
 		}
 		if p.dests != nil {
 			side.Dests = p.dests()
+		}
+		if p.mesh {
+			side.Upstream += fmt.Sprintf(" (%d of %d streams over the mesh's TCP lane, the rest QUIC)", p.counts.lane.Load(), p.counts.sessions.Load())
 		}
 	}()
 	side.Procs = proxyProcs(opts.ServerProcs)

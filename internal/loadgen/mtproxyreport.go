@@ -8,7 +8,8 @@ import (
 )
 
 // mtproxyMarkdown writes the mtproxy scenario: one column per proxy, a
-// row per figure, and a ratio column when there are two.
+// row per figure, and a ratio column for each proxy but the last (mtg,
+// when measured) over the last.
 func (r *Report) mtproxyMarkdown(p *mdWriter) {
 	m := r.MTProxy
 	p.f("### MTProxy relay: %s\n\n", sideNames(m.Sides))
@@ -23,15 +24,15 @@ func (r *Report) mtproxyMarkdown(p *mdWriter) {
 		return
 	}
 	p.f("| | %s |", strings.Join(sideNamesList(m.Sides), " | "))
-	two := len(m.Sides) == 2
-	if two {
-		p.f(" %s / %s |", m.Sides[0].Name, m.Sides[1].Name)
+	ref := len(m.Sides) - 1 // the ratios' denominator
+	for i := range ref {
+		p.f(" %s / %s |", m.Sides[i].Name, m.Sides[ref].Name)
 	}
 	p.f("\n|---|")
 	for range m.Sides {
 		p.f("---:|")
 	}
-	if two {
+	for range ref {
 		p.f("---:|")
 	}
 	p.f("\n")
@@ -40,9 +41,9 @@ func (r *Report) mtproxyMarkdown(p *mdWriter) {
 		for _, v := range vals {
 			p.f(" %s |", format(v))
 		}
-		if two {
-			if vals[1] != 0 && vals[0] != 0 {
-				p.f(" %.2f |", vals[0]/vals[1])
+		for i := range ref {
+			if vals[ref] != 0 && vals[i] != 0 {
+				p.f(" %.2f |", vals[i]/vals[ref])
 			} else {
 				p.f(" – |")
 			}

@@ -36,6 +36,7 @@ type echoCounts struct {
 	sessions atomic.Int64 // proxied connections that reached it
 	open     atomic.Int64 // of those, still open
 	bytes    atomic.Int64 // echoed payload bytes
+	lane     atomic.Int64 // of the sessions, those over the mesh's TCP lane
 }
 
 // socksEcho is mtg's upstream.
@@ -258,6 +259,9 @@ func (e *meshEcho) serve(ctx context.Context, _ cluster.NodeID, s *cluster.Strea
 	stop := context.AfterFunc(ctx, func() { s.SetDeadline(time.Now()) })
 	defer stop()
 	e.sessions.Add(1)
+	if s.Lane() {
+		e.lane.Add(1)
+	}
 	e.open.Add(1)
 	defer e.open.Add(-1)
 	var buf []byte
