@@ -243,28 +243,39 @@ func TestMTProxyNodePort(t *testing.T) {
 	// A replayed FakeTLS ClientHello is fronted, not served: record the
 	// hello a real client sends (through a recording relay), then send it
 	// again.
-	hello := recordHello(t, n, secrets.ee, filepath.Join(dir, "ee.json"))
-	rc, err := net.DialTimeout("tcp", n.ClientAddr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
+	// So is a replayed obfuscated2 header of a dd secret.
+	first := recordOpening(t, n, secrets.ee, filepath.Join(dir, "ee.json"))
+	if len(first) < 5 || first[0] != 0x16 {
+		t.Fatalf("recorded %d bytes, not a TLS record", len(first))
 	}
-	rc.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := rc.Write(hello); err != nil {
-		t.Fatal(err)
+	hello := first[:min(len(first), 5+(int(first[3])<<8|int(first[4])))]
+	first = recordOpening(t, n, secrets.dd, filepath.Join(dir, "dd.json"))
+	if len(first) < 64 {
+		t.Fatalf("recorded %d bytes, not an obfuscated2 header", len(first))
 	}
-	rc.(*net.TCPConn).CloseWrite()
-	io.Copy(io.Discard, rc) // the front's answer to half a TLS handshake, or nothing
-	rc.Close()
-	waitFor(t, 10*time.Second, func() error {
-		m, err := scrape(n)
+	for i, opening := range [][]byte{hello, first[:64]} {
+		rc, err := net.DialTimeout("tcp", n.ClientAddr, 5*time.Second)
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		if v, _ := m.get("mtnode_proxy_rejected_total", map[string]string{"reason": "replay"}); v != 1 {
-			return fmt.Errorf("%v replays refused, want 1", v)
+		rc.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := rc.Write(opening); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
+		rc.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, rc) // the front's answer, or nothing
+		rc.Close()
+		waitFor(t, 10*time.Second, func() error {
+			m, err := scrape(n)
+			if err != nil {
+				return err
+			}
+			if v, _ := m.get("mtnode_proxy_rejected_total", map[string]string{"reason": "replay"}); v != float64(i+1) {
+				return fmt.Errorf("%v replays refused, want %d", v, i+1)
+			}
+			return nil
+		})
+	}
 
 	// Secrets are revoked by a reload: without the plain secret in the
 	// file, SIGHUP makes its clients fail while the others go on.
@@ -296,10 +307,11 @@ func TestMTProxyNodePort(t *testing.T) {
 	}
 }
 
-// recordHello signs in through n's port with an ee secret via a relay
-// that records what the client sends, and returns the client's first TLS
-// record: its ClientHello.
-func recordHello(t *testing.T, n *node, ee []byte, sessionFile string) []byte {
+// recordOpening signs in through n's port with a proxy secret via a relay
+// that records what the client sends, and returns the first bytes it sent
+// (up to 32 KiB): the opening of its first connection, a ClientHello for
+// an ee secret, an obfuscated2 header for the others.
+func recordOpening(t *testing.T, n *node, secret []byte, sessionFile string) []byte {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -342,7 +354,7 @@ func recordHello(t *testing.T, n *node, ee []byte, sessionFile string) []byte {
 			}()
 		}
 	}()
-	r, err := dcs.MTProxy(ln.Addr().String(), ee, dcs.MTProxyOptions{})
+	r, err := dcs.MTProxy(ln.Addr().String(), secret, dcs.MTProxyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,14 +373,7 @@ func recordHello(t *testing.T, n *node, ee []byte, sessionFile string) []byte {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(first) < 5 || first[0] != 0x16 {
-		t.Fatalf("recorded %d bytes, not a TLS record", len(first))
-	}
-	size := 5 + (int(first[3])<<8 | int(first[4]))
-	if len(first) < size {
-		t.Fatalf("recorded %d bytes of a %d-byte hello", len(first), size)
-	}
-	return slices.Clone(first[:size])
+	return slices.Clone(first)
 }
 
 // TestMTProxyProbesLeaveNothing sends two rounds of 10,000 refused probes

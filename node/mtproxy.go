@@ -97,8 +97,8 @@ func (g *mtproxyGate) apply(cfg *config.Config, listen []string) error {
 		}
 	}
 	s.opts.RequireSecret = p.RequireSecret
-	if len(s.opts.FakeTLS) > 0 {
-		s.opts.Replays = g.replays
+	if len(s.opts.FakeTLS) > 0 || len(s.opts.Secrets) > 0 {
+		s.opts.Replays = g.replays // ClientHellos and secret obfuscated2 headers
 	}
 	if p.Front != "" {
 		if err := proxy.CheckNotSelf(p.Front, listen); err != nil {

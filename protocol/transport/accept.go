@@ -69,9 +69,12 @@ type Options struct {
 	// matched Key, follows in ApplicationData records.
 	FakeTLS []FakeTLSSecret
 
-	// Replays remembers accepted ClientHellos; required with FakeTLS and
+	// Replays remembers accepted ClientHellos, and the headers of
+	// obfuscated2 connections that matched one of Secrets (a replay of
+	// either is refused with reason "replay"); required with FakeTLS and
 	// shared by every Accept of a listener (or of all listeners sharing
-	// the secrets).
+	// the secrets). Secretless obfuscated2 is not checked: replaying it
+	// reveals nothing the port does not show anyone.
 	Replays *ReplayCache
 
 	// TLSRecordSizes is the payload size of the ApplicationData record sent
@@ -209,6 +212,16 @@ func Accept(c net.Conn, opt Options) (Conn, error) {
 	o, err := parseObfuscated2(&hdr, opt.Secrets, !opt.RequireSecret)
 	if err != nil {
 		return nil, rejected(br, nil, reasonNoSecret, err)
+	}
+	if o.meta.SecretIndex >= 0 && opt.Replays != nil {
+		// The header's first 16 random bytes (after the 8 that only
+		// avoid other protocols' prefixes) key the cache: a client draws
+		// them afresh for every connection.
+		var key [16]byte
+		copy(key[:], hdr[8:24])
+		if opt.Replays.seen(key, opt.now()) {
+			return nil, rejected(br, nil, reasonReplay, errors.New("obfuscated2 header seen before"))
+		}
 	}
 	if _, err := br.Discard(obfsHeaderSize); err != nil {
 		return nil, fmt.Errorf("skip obfuscated2 header: %w", err)

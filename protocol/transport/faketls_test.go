@@ -399,6 +399,48 @@ func TestFakeTLSReplay(t *testing.T) {
 	}
 }
 
+// TestObfuscated2SecretReplay: a header that matched a secret is refused
+// the second time (reason replay, every byte handed back for the front);
+// secretless headers are not remembered.
+func TestObfuscated2SecretReplay(t *testing.T) {
+	secret := bytes.Repeat([]byte{0x5a}, 16)
+	seed := uint64(100)
+	stream := func(inner string, secret []byte) []byte { // a fresh header each
+		seed++
+		e := newClientEncoder(t, "obfuscated2/"+inner, secret, seed)
+		e.frame(t, testPayload(16))
+		return e.out.Bytes()
+	}
+	opt := Options{Secrets: [][]byte{secret}, Replays: NewReplayCache(1024, 0)}
+	for _, inner := range []string{"intermediate", "padded_intermediate"} {
+		s := stream(inner, secret)
+		if _, _, err := acceptStream(s, opt); err != nil {
+			t.Fatalf("%s: first: %v", inner, err)
+		}
+		_, _, err := acceptStream(s, opt)
+		checkRejected(t, err, reasonReplay, s, false)
+	}
+	// A fresh header with the same secret is served.
+	if _, _, err := acceptStream(stream("intermediate", secret), opt); err != nil {
+		t.Fatalf("fresh header: %v", err)
+	}
+	// Secretless: served however often it comes.
+	plain := stream("abridged", nil)
+	for range 2 {
+		if _, _, err := acceptStream(plain, opt); err != nil {
+			t.Fatalf("secretless header replayed: %v", err)
+		}
+	}
+	// Without a cache (no replay protection asked for), replays pass.
+	s := stream("intermediate", secret)
+	opt.Replays = nil
+	for range 2 {
+		if _, _, err := acceptStream(s, opt); err != nil {
+			t.Fatalf("no cache: %v", err)
+		}
+	}
+}
+
 // TestFakeTLSHelloVariants accepts hellos gotd does not send: record
 // version 3.3, short or empty session ids, a hello larger than the read
 // buffer, timestamps at the window's edges.
