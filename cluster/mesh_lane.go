@@ -36,6 +36,11 @@ const (
 	// vanished (not one that closed its sockets) is noticed in about
 	// 20 s, as a QUIC connection is by its keep-alives and idle timeout.
 	laneKeepAlive = 5 * time.Second
+	// laneSessions bounds the TLS sessions kept for resuming lanes, one
+	// per peer (the cache is keyed by the peer's node name): a resumed
+	// handshake skips both certificate signatures and chain checks, the
+	// bulk of a lane's setup CPU.
+	laneSessions = 1024
 )
 
 // errNoLane is returned by openLane when the lane is not to be tried.
@@ -52,6 +57,7 @@ type lane struct {
 	ln         net.Listener // nil: the lane is off on this node
 	serverTLS  *tls.Config
 	handshakes chan struct{} // a slot per connection being proven
+	sessions   tls.ClientSessionCache
 
 	mu    sync.Mutex
 	down  map[NodeID]time.Time // peers whose lane failed, until when
@@ -63,7 +69,8 @@ type lane struct {
 // use QUIC), since the lane is an optimisation, not a requirement.
 func (m *Mesh) listenLane(serverTLS *tls.Config) {
 	m.lane = &lane{serverTLS: serverTLS, handshakes: make(chan struct{}, maxLaneHandshakes),
-		down: make(map[NodeID]time.Time), conns: make(map[*tls.Conn]struct{})}
+		down: make(map[NodeID]time.Time), conns: make(map[*tls.Conn]struct{}),
+		sessions: tls.NewLRUClientSessionCache(laneSessions)}
 	if m.cfg.NoLane {
 		return
 	}
@@ -225,7 +232,9 @@ func (m *Mesh) dialLane(ctx context.Context, peer NodeID, addr string, kind Stre
 	if dl, ok := dctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
-	tc := tls.Client(nc, m.clientTLS(peer))
+	conf := m.clientTLS(peer)
+	conf.ClientSessionCache = m.lane.sessions
+	tc := tls.Client(nc, conf)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		nc.Close()
 		return nil, err

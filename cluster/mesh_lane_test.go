@@ -56,6 +56,23 @@ func TestLaneCarriesBulkStreams(t *testing.T) {
 			t.Fatalf("frame of %d bytes came back as %d bytes, differing", n, len(got))
 		}
 	}
+	// The next lane to b resumes the TLS session (no certificate
+	// signatures), and b still knows who dialled.
+	s2, err := a.Open(ctx, b.ID(), b.Addr().String(), KindProxy)
+	if err != nil || !s2.Lane() {
+		t.Fatalf("second lane: %v", err)
+	}
+	defer s2.Close()
+	s2.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := WriteFrame(s2, []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ReadFrame(s2, nil, 1024); err != nil || string(got) != "proxy:b:a:again" {
+		t.Fatalf("resumed lane: %q, %v", got, err)
+	}
+	if !s2.lane.ConnectionState().DidResume {
+		t.Error("the second lane to b did not resume its TLS session")
+	}
 	// Other kinds stay on the QUIC connection.
 	r, err := a.Open(ctx, b.ID(), b.Addr().String(), KindRPC)
 	if err != nil {
@@ -67,6 +84,12 @@ func TestLaneCarriesBulkStreams(t *testing.T) {
 	r.Close()
 	if err := roundTrip(ctx, a, b, KindRPC, []byte("x")); err != nil {
 		t.Fatal(err)
+	}
+	// b answering where a believes node c is: neither the lane (b's
+	// certificate, or a session resumed from b) nor QUIC accepts it.
+	if s, err := a.Open(ctx, "c", b.Addr().String(), KindProxy); err == nil {
+		s.Close()
+		t.Fatal("a bulk stream reached b as node c")
 	}
 }
 

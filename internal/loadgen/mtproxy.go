@@ -96,7 +96,11 @@ type MTProxySide struct {
 	IdleOpen                        int64
 	RTT50, RTT99                    time.Duration
 	RTTs                            uint64
-	Throughput                      []MTProxyThroughput
+	// Setup50 and Setup99 time a new connection from its dial to its
+	// first echo, Setups of them one after another.
+	Setup50, Setup99 time.Duration
+	Setups           uint64
+	Throughput       []MTProxyThroughput
 	// Dests are where mtg asked its SOCKS5 proxy to connect (the DC
 	// addresses it believes in); answered locally.
 	Dests map[string]int `json:",omitempty"`
@@ -134,6 +138,9 @@ func (t MTProxyThroughput) CPUPerGB() float64 {
 // mtproxyPing is the latency frame's payload: small, like an MTProto
 // ping's encrypted message.
 const mtproxyPing = 32
+
+// mtproxySetups bounds the connections of the setup phase.
+const mtproxySetups = 500
 
 // mtproxyStepTimeout bounds one dial, handshake or round trip.
 const mtproxyStepTimeout = 10 * time.Second
@@ -537,6 +544,27 @@ func measureProxy(ctx context.Context, opts *Options, mo *MTProxyOptions, p *pro
 	}
 	c.Close()
 	side.RTT50, side.RTT99, side.RTTs = h.quantile(0.5), h.quantile(0.99), h.n
+
+	// Setup: new connections one after another, each timed from the dial
+	// to its first echo (the client's FakeTLS handshake, the proxy's way
+	// to the upstream, one round trip).
+	log.Info("mtproxy: connection setup", "proxy", p.name)
+	sh := &hist{}
+	end = time.Now().Add(min(opts.Duration, 5*time.Second))
+	for i := 0; i < min(opts.MaxOps, mtproxySetups) && time.Now().Before(end) && ctx.Err() == nil; i++ {
+		t0 := time.Now()
+		c, err := dial()
+		if err != nil {
+			return side, fmt.Errorf("setup %d: %w", i, err)
+		}
+		err = c.roundTrip(ping, mtproxyStepTimeout)
+		c.Close()
+		if err != nil {
+			return side, fmt.Errorf("setup %d: first round trip: %w", i, err)
+		}
+		sh.record(time.Since(t0))
+	}
+	side.Setup50, side.Setup99, side.Setups = sh.quantile(0.5), sh.quantile(0.99), sh.n
 
 	// Throughput.
 	for _, n := range mo.Streams {

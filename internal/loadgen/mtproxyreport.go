@@ -100,6 +100,8 @@ func (r *Report) mtproxyMarkdown(p *mdWriter) {
 		return float64(s.RTT50 - m.FloorRTT50)
 	}), usf)
 	row("round trip p99 through the proxy", get(func(s *MTProxySide) float64 { return float64(s.RTT99) }), usf)
+	row("new connection to its first echo, p50 (one after another; lower is better)", get(func(s *MTProxySide) float64 { return float64(s.Setup50) }), usf)
+	row("new connection to its first echo, p99", get(func(s *MTProxySide) float64 { return float64(s.Setup99) }), usf)
 	row("**memory per idle proxied connection** (RSS; lower is better)", get(func(s *MTProxySide) float64 { return s.RSSPerConn }), kb)
 	row("RSS before / after the idle connections", get(func(s *MTProxySide) float64 { return s.RSSAfter }), func(v float64) string {
 		for _, s := range m.Sides {
