@@ -197,16 +197,29 @@ func NewMesh(cfg MeshConfig) (*Mesh, error) {
 		},
 	}
 	m.udp = cfg.PacketConn
+	var laneLn net.Listener
 	if m.udp == nil {
 		ua, err := net.ResolveUDPAddr("udp", cfg.Addr)
 		if err != nil {
 			return nil, fmt.Errorf("resolve mesh address: %w", err)
 		}
-		uc, err := net.ListenUDP("udp", ua)
-		if err != nil {
-			return nil, fmt.Errorf("listen mesh: %w", err)
+		for attempt := 1; ; attempt++ {
+			uc, err := net.ListenUDP("udp", ua)
+			if err != nil {
+				return nil, fmt.Errorf("listen mesh: %w", err)
+			}
+			if cfg.NoLane || ua.Port != 0 || attempt == maxPortPicks {
+				m.udp, m.ownUDP = uc, true
+				break
+			}
+			// A port the kernel picked: its TCP twin, for the lane, may
+			// be some connection's; pick again until both are free.
+			if laneLn, err = listenLaneTCP(uc.LocalAddr()); err == nil {
+				m.udp, m.ownUDP = uc, true
+				break
+			}
+			uc.Close()
 		}
-		m.udp, m.ownUDP = uc, true
 	}
 	m.tr = &quic.Transport{Conn: m.udp, StatelessResetKey: cfg.StatelessResetKey}
 	serverTLS, clientTLS := tlsConfigs(cfg.Cert, cfg.CA, cfg.Now)
@@ -218,11 +231,14 @@ func NewMesh(cfg MeshConfig) (*Mesh, error) {
 		if m.ownUDP {
 			m.udp.Close()
 		}
+		if laneLn != nil {
+			laneLn.Close()
+		}
 		return nil, fmt.Errorf("listen mesh: %w", err)
 	}
 	m.ln = ln
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.listenLane(serverTLS)
+	m.listenLane(serverTLS, laneLn)
 	return m, nil
 }
 

@@ -64,21 +64,33 @@ type lane struct {
 	conns map[*tls.Conn]struct{}
 }
 
-// listenLane opens the lane's listener on the TCP port of the mesh's UDP
-// address. A node whose port is taken runs without a lane (its peers then
-// use QUIC), since the lane is an optimisation, not a requirement.
-func (m *Mesh) listenLane(serverTLS *tls.Config) {
+// maxPortPicks bounds how often NewMesh asks the kernel for a UDP port
+// (for an address with port 0) whose TCP twin is free too.
+const maxPortPicks = 20
+
+// listenLaneTCP listens on the TCP port numbered like the mesh's UDP one.
+func listenLaneTCP(udp net.Addr) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAliveConfig: laneKeepAliveConfig}
+	return lc.Listen(context.Background(), "tcp", udp.String())
+}
+
+// listenLane sets up the lane with ln as its listener, or one opened on
+// the TCP port of the mesh's UDP address. A node whose port is taken runs
+// without a lane (its peers then use QUIC), since the lane is an
+// optimisation, not a requirement.
+func (m *Mesh) listenLane(serverTLS *tls.Config, ln net.Listener) {
 	m.lane = &lane{serverTLS: serverTLS, handshakes: make(chan struct{}, maxLaneHandshakes),
 		down: make(map[NodeID]time.Time), conns: make(map[*tls.Conn]struct{}),
 		sessions: tls.NewLRUClientSessionCache(laneSessions)}
 	if m.cfg.NoLane {
 		return
 	}
-	lc := net.ListenConfig{KeepAliveConfig: laneKeepAliveConfig}
-	ln, err := lc.Listen(context.Background(), "tcp", m.udp.LocalAddr().String())
-	if err != nil {
-		m.log.Warn("mesh TCP lane off: bulk streams use QUIC", "addr", m.udp.LocalAddr().String(), "err", err)
-		return
+	if ln == nil {
+		var err error
+		if ln, err = listenLaneTCP(m.udp.LocalAddr()); err != nil {
+			m.log.Warn("mesh TCP lane off: bulk streams use QUIC", "addr", m.udp.LocalAddr().String(), "err", err)
+			return
+		}
 	}
 	m.lane.ln = ln
 }

@@ -30,7 +30,7 @@ var (
 )
 
 // Addr returns "127.0.0.1:port" with a port that is free on network ("tcp"
-// or "udp") right now.
+// or "udp") right now; for "udp", free on TCP as well (mesh addresses).
 func Addr(network string) (string, error) {
 	mu.Lock()
 	defer mu.Unlock()
@@ -42,11 +42,18 @@ func Addr(network string) (string, error) {
 		addr := fmt.Sprintf("127.0.0.1:%d", next)
 		switch network {
 		case "udp":
+			// For a mesh address: the mesh listens on the TCP port of
+			// the same number too (its lane), so both must be free.
 			c, err := net.ListenPacket("udp", addr)
 			if err != nil {
 				continue
 			}
 			c.Close()
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				continue
+			}
+			l.Close()
 		case "tcp":
 			l, err := net.Listen("tcp", addr)
 			if err != nil {
