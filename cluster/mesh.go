@@ -642,6 +642,21 @@ func parseStreamHeader(hdr []byte) (StreamKind, error) {
 	return parseKind(hdr[0])
 }
 
+// handlerFor checks a stream header and returns its kind's handler.
+func (m *Mesh) handlerFor(hdr []byte) (StreamKind, Handler, error) {
+	kind, err := parseStreamHeader(hdr)
+	if err != nil {
+		return 0, nil, err
+	}
+	m.mu.Lock()
+	h := m.handlers[kind]
+	m.mu.Unlock()
+	if h == nil {
+		return kind, nil, fmt.Errorf("cluster: no handler for %s", kind)
+	}
+	return kind, h, nil
+}
+
 func (m *Mesh) serveStream(ctx context.Context, pc *peerConn, qs *quic.Stream) {
 	var hdr [streamHeaderLen]byte
 	qs.SetReadDeadline(time.Now().Add(m.cfg.HeaderTimeout))
@@ -653,16 +668,7 @@ func (m *Mesh) serveStream(ctx context.Context, pc *peerConn, qs *quic.Stream) {
 		m.log.Debug("stream header", "peer", string(pc.peer), "err", err)
 		return
 	}
-	kind, err := parseStreamHeader(hdr[:])
-	var h Handler
-	if err == nil {
-		m.mu.Lock()
-		h = m.handlers[kind]
-		m.mu.Unlock()
-		if h == nil {
-			err = fmt.Errorf("cluster: no handler for %s", kind)
-		}
-	}
+	kind, h, err := m.handlerFor(hdr[:])
 	if err != nil {
 		qs.CancelRead(codeBadHeader)
 		qs.CancelWrite(codeBadHeader)

@@ -155,18 +155,9 @@ func (m *Mesh) serveLane(nc net.Conn) {
 		fail("lane stream header", err)
 		return
 	}
-	kind, err := parseStreamHeader(hdr[:])
-	var h Handler
-	if err == nil {
-		m.mu.Lock()
-		h = m.handlers[kind]
-		m.mu.Unlock()
-		switch {
-		case !kind.bulk():
-			err = fmt.Errorf("cluster: %s streams do not use the TCP lane", kind)
-		case h == nil:
-			err = fmt.Errorf("cluster: no handler for %s", kind)
-		}
+	kind, h, err := m.handlerFor(hdr[:])
+	if err == nil && !kind.bulk() {
+		err = fmt.Errorf("cluster: %s streams do not use the TCP lane", kind)
 	}
 	if err != nil {
 		m.log.Warn("lane stream refused", "peer", string(peer), "err", err)
