@@ -136,6 +136,10 @@ func (m *Mesh) serveLane(nc net.Conn) {
 	}
 	defer release()
 	nc.SetDeadline(time.Now().Add(m.cfg.HeaderTimeout))
+	// Close must not wait out HeaderTimeout for a connection still
+	// proving itself.
+	unwatch := context.AfterFunc(m.ctx, func() { nc.Close() })
+	defer unwatch()
 	tc := tls.Server(nc, m.lane.serverTLS)
 	fail := func(msg string, err error) {
 		m.log.Debug(msg, "remote", nc.RemoteAddr().String(), "err", err)
