@@ -52,9 +52,13 @@ type msgReplica struct {
 func newMsgCluster(t *testing.T) []*msgReplica {
 	t.Helper()
 	conf := raft.DefaultConfig()
-	conf.HeartbeatTimeout = 50 * time.Millisecond
-	conf.ElectionTimeout = 50 * time.Millisecond
-	conf.LeaderLeaseTimeout = 50 * time.Millisecond
+	// Elections quick enough for a test, leadership steady under a
+	// loaded CI machine: these tests compare results in lockstep, and a
+	// leader lost mid-commit leaves a command's outcome unknown (at 50 ms
+	// a run under the race detector elsewhere lost one).
+	conf.HeartbeatTimeout = 300 * time.Millisecond
+	conf.ElectionTimeout = 300 * time.Millisecond
+	conf.LeaderLeaseTimeout = 150 * time.Millisecond
 	conf.CommitTimeout = 5 * time.Millisecond
 	conf.SnapshotInterval = time.Hour
 	conf.SnapshotThreshold = 1 << 40
