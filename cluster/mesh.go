@@ -555,6 +555,19 @@ func (m *Mesh) bestLocked(peer NodeID) *peerConn {
 	return best
 }
 
+// dropConns closes every connection to peer, so that the next stream
+// dials afresh.
+func (m *Mesh) dropConns(peer NodeID, why string) {
+	m.mu.Lock()
+	pcs := append([]*peerConn(nil), m.conns[peer]...)
+	delete(m.conns, peer)
+	m.mu.Unlock()
+	for _, pc := range pcs {
+		m.log.Info("dropping peer connection", "peer", string(peer), "reason", why)
+		pc.qc.CloseWithError(codeShutdown, why)
+	}
+}
+
 func (m *Mesh) removeConn(pc *peerConn) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -61,6 +62,7 @@ type lane struct {
 
 	mu    sync.Mutex
 	down  map[NodeID]time.Time // peers whose lane failed, until when
+	up    map[NodeID]bool      // peers whose last lane dial worked
 	conns map[*tls.Conn]struct{}
 }
 
@@ -80,7 +82,7 @@ func listenLaneTCP(udp net.Addr) (net.Listener, error) {
 // optimisation, not a requirement.
 func (m *Mesh) listenLane(serverTLS *tls.Config, ln net.Listener) {
 	m.lane = &lane{serverTLS: serverTLS, handshakes: make(chan struct{}, maxLaneHandshakes),
-		down: make(map[NodeID]time.Time), conns: make(map[*tls.Conn]struct{}),
+		down: make(map[NodeID]time.Time), up: make(map[NodeID]bool), conns: make(map[*tls.Conn]struct{}),
 		sessions: tls.NewLRUClientSessionCache(laneSessions)}
 	if m.cfg.NoLane {
 		return
@@ -217,13 +219,30 @@ func (m *Mesh) openLane(ctx context.Context, peer NodeID, addr string, kind Stre
 		return nil, errNoLane
 	}
 	s, err := m.dialLane(ctx, peer, addr, kind)
-	if err != nil && ctx.Err() == nil && m.ctx.Err() == nil {
+	if err == nil {
 		m.lane.mu.Lock()
-		m.lane.down[peer] = time.Now().Add(laneRetry)
+		m.lane.up[peer] = true
 		m.lane.mu.Unlock()
-		m.log.Info("mesh TCP lane unreachable: using QUIC", "peer", string(peer), "addr", addr, "retry_in", laneRetry.String(), "err", err)
+		return s, nil
 	}
-	return s, err
+	if ctx.Err() != nil || m.ctx.Err() != nil {
+		return nil, err
+	}
+	m.lane.mu.Lock()
+	m.lane.down[peer] = time.Now().Add(laneRetry)
+	wasUp := m.lane.up[peer]
+	delete(m.lane.up, peer)
+	m.lane.mu.Unlock()
+	m.log.Info("mesh TCP lane unreachable: using QUIC", "peer", string(peer), "addr", addr, "retry_in", laneRetry.String(), "err", err)
+	if wasUp && errors.Is(err, syscall.ECONNREFUSED) {
+		// The peer's host answered, but nothing listens where its lane
+		// was: its process is gone (or restarting). A QUIC connection to
+		// it would take streams into a void until its idle timeout, so
+		// it goes now; the fallback dials afresh and fails fast if the
+		// peer is really down.
+		m.dropConns(peer, "lane refused")
+	}
+	return nil, err
 }
 
 func (m *Mesh) dialLane(ctx context.Context, peer NodeID, addr string, kind StreamKind) (*Stream, error) {

@@ -307,3 +307,40 @@ func TestLaneCloseAndReset(t *testing.T) {
 		t.Fatal("peer's side of the lane survived Close")
 	}
 }
+
+// A peer whose lane worked and now refuses connections has lost its
+// process: its QUIC connection is dropped, not handed a stream that
+// would go nowhere until the idle timeout. Here b's mesh goes silent on
+// UDP (the fault injector drops everything) and its lane stops listening.
+func TestLaneRefusedDropsTheStaleConnection(t *testing.T) {
+	ca := testCA(t)
+	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	faults := NewFaults()
+	fc := WrapPacketConn(uc, faults)
+	t.Cleanup(func() { fc.Close() }) // after b's mesh (cleanups run last first)
+	a := startMesh(t, ca, "a", nodeCert(t, ca, "a"))
+	b := startMesh(t, ca, "b", nodeCert(t, ca, "b"), func(c *MeshConfig) { c.PacketConn = fc })
+	if b.lane.ln == nil {
+		t.Skip("TCP twin of b's UDP port is taken")
+	}
+	b.Handle(KindProxy, echo(b.ID(), nil))
+	ctx := context.Background()
+	if err := roundTrip(ctx, a, b, KindProxy, []byte("up")); err != nil {
+		t.Fatal(err)
+	}
+	if err := roundTrip(ctx, a, b, KindRPC, []byte("x")); err == nil {
+		t.Fatal("b answered an RPC stream without a handler")
+	} // the QUIC connection to b exists now
+	faults.Set([]FaultRule{{Drop: true}})
+	b.lane.ln.Close()
+
+	octx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if s, err := a.Open(octx, b.ID(), b.Addr().String(), KindProxy); err == nil {
+		s.Close()
+		t.Fatal("a bulk stream opened on the connection to a vanished peer")
+	}
+}
