@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mtnode/mtnode/internal/freeport"
 )
 
 func noLane(cfg *MeshConfig) { cfg.NoLane = true }
@@ -99,7 +101,11 @@ func TestLaneFallsBackToQUIC(t *testing.T) {
 	ca := testCA(t)
 	a := startMesh(t, ca, "a", nodeCert(t, ca, "a"))
 	b := startMesh(t, ca, "b", nodeCert(t, ca, "b"), noLane)
-	c := startMesh(t, ca, "c", nodeCert(t, ca, "c"), noLane)
+	cAddr, err := freeport.Addr("udp") // its TCP twin free for the silent listener
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startMesh(t, ca, "c", nodeCert(t, ca, "c"), noLane, func(cfg *MeshConfig) { cfg.Addr = cAddr })
 	for _, m := range []*Mesh{b, c} {
 		m.Handle(KindProxy, echo(m.ID(), nil))
 	}
@@ -113,7 +119,7 @@ func TestLaneFallsBackToQUIC(t *testing.T) {
 	// c: a TCP listener that accepts and never answers holds its port.
 	silent, err := net.Listen("tcp", c.Addr().String())
 	if err != nil {
-		t.Skipf("TCP port of c's mesh address is taken: %v", err)
+		t.Fatal(err)
 	}
 	defer silent.Close()
 	go func() {
@@ -314,7 +320,15 @@ func TestLaneCloseAndReset(t *testing.T) {
 // UDP (the fault injector drops everything) and its lane stops listening.
 func TestLaneRefusedDropsTheStaleConnection(t *testing.T) {
 	ca := testCA(t)
-	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	addr, err := freeport.Addr("udp") // its TCP twin free too, for b's lane
+	if err != nil {
+		t.Fatal(err)
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := net.ListenUDP("udp", ua)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +338,7 @@ func TestLaneRefusedDropsTheStaleConnection(t *testing.T) {
 	a := startMesh(t, ca, "a", nodeCert(t, ca, "a"))
 	b := startMesh(t, ca, "b", nodeCert(t, ca, "b"), func(c *MeshConfig) { c.PacketConn = fc })
 	if b.lane.ln == nil {
-		t.Skip("TCP twin of b's UDP port is taken")
+		t.Fatal("b has no lane")
 	}
 	b.Handle(KindProxy, echo(b.ID(), nil))
 	ctx := context.Background()
