@@ -18,8 +18,9 @@ const (
 	differenceMax = 100
 	// differenceTooLongPts is how far behind a client may be before
 	// getDifference gives up and answers differenceTooLong: replaying more
-	// would cost more than the client refetching its dialogs.
-	differenceTooLongPts = 10000
+	// would cost more than the client refetching its dialogs. The log
+	// keeps no more than that.
+	differenceTooLongPts = messaging.UpdateLogKeep
 )
 
 func (s *Service) registerUpdates() {

@@ -1,16 +1,34 @@
 package messaging
 
 import (
+	"encoding/binary"
+	"slices"
+
 	"github.com/mtnode/mtnode/storage"
+)
+
+// UpdateLogKeep is how many pts of a user's update log are kept. A client
+// further behind than that is answered differenceTooLong (api) and
+// refetches its state, so older entries are never read again and go.
+const UpdateLogKeep = 10000
+
+// The log is trimmed as its pts crosses a multiple of updateTrimEvery, at
+// most updateTrimBatch entries at a time (bounding one command's
+// transaction; a log from before trimming catches up pass by pass).
+const (
+	updateTrimEvery = 1024
+	updateTrimBatch = 4096
 )
 
 // State is a user's counters. Pts counts entries of the user's update log;
 // NextMsgID is the id the next message in the user's box gets (private
 // chats and basic groups share one id sequence per user, as in Telegram).
+// Trimmed is the pts up to which the log was trimmed.
 type State struct {
 	Pts       int   `json:"pts"`
 	NextMsgID int   `json:"next_msg_id"`
 	Date      int64 `json:"date"`
+	Trimmed   int   `json:"trimmed,omitempty"`
 }
 
 // UpdateRecord is one entry of a user's update log: the TL-encoded update
@@ -60,10 +78,50 @@ func appendUpdate(tx *storage.Txn, uid int64, s *State, now int64, ptsCount int,
 	if err := putJSON(tx, key("upd", uid, s.Pts), UpdateRecord{Pts: s.Pts, PtsCount: ptsCount, Date: now, Update: upd}); err != nil {
 		return Event{}, err
 	}
+	if s.Pts/updateTrimEvery != (s.Pts-ptsCount)/updateTrimEvery && s.Pts-UpdateLogKeep > s.Trimmed {
+		if err := trimUpdates(tx, uid, s); err != nil {
+			return Event{}, err
+		}
+	}
 	if err := PutState(tx, uid, *s); err != nil {
 		return Event{}, err
 	}
 	return Event{UserID: uid, Pts: s.Pts, PtsCount: ptsCount, Update: upd}, nil
+}
+
+// trimUpdates deletes uid's log entries at pts <= s.Pts-UpdateLogKeep,
+// from s.Trimmed on (so it never walks what earlier passes deleted), at
+// most updateTrimBatch of them, and advances s.Trimmed.
+func trimUpdates(tx *storage.Txn, uid int64, s *State) error {
+	upTo := s.Pts - UpdateLogKeep
+	var dead [][]byte
+	done := true
+	tx.IterateKeys(key("upd", uid, ""), key("upd", uid, s.Trimmed+1), false, func(k []byte) bool {
+		if len(k) < 8 {
+			return true
+		}
+		pts := int(int64(binary.BigEndian.Uint64(k[len(k)-8:])))
+		if pts > upTo {
+			return false
+		}
+		if len(dead) == updateTrimBatch {
+			done = false
+			return false
+		}
+		dead = append(dead, slices.Clone(k))
+		return true
+	})
+	for _, k := range dead {
+		if err := tx.Delete(k); err != nil {
+			return err
+		}
+	}
+	if done {
+		s.Trimmed = upTo
+	} else {
+		s.Trimmed = int(int64(binary.BigEndian.Uint64(dead[len(dead)-1][len(dead[len(dead)-1])-8:])))
+	}
+	return nil
 }
 
 // UpdatesSince lists log entries with pts > from, oldest first, at most
