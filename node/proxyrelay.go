@@ -40,6 +40,11 @@ const relayDial = 5 * time.Second
 // maxRelayAddr bounds the address frame.
 const maxRelayAddr = 128
 
+// relayShun is how long a member that could not be reached is tried only
+// after the others: gossip takes seconds to notice a dead node, and each
+// try of one costs a client up to relayDial.
+const relayShun = 15 * time.Second
+
 // relayer relays proxied clients to the DCs they ask for: a clustered
 // node's (for clients of other DCs) and a storage-less proxy's (for all).
 type relayer struct {
@@ -50,6 +55,11 @@ type relayer struct {
 	log      *slog.Logger
 	maxFrame int
 	next     atomic.Uint32 // spreads relays over a DC's members
+
+	dial time.Duration // bounds opening a stream to one member; relayDial when 0
+
+	mu      sync.Mutex
+	shunned map[cluster.NodeID]time.Time // members that failed an open, until when
 }
 
 // newRelayMetrics makes a relayer's counters.
@@ -108,12 +118,44 @@ func (r *relayer) open(ctx context.Context, dc int) (*cluster.Stream, error) {
 		return nil, fmt.Errorf("DC %d has no live member", dc)
 	}
 	start := int(r.next.Add(1))
-	var lastErr error
+	order := make([]cluster.Member, 0, len(ms))
+	var shunned []cluster.Member
+	now := time.Now()
+	r.mu.Lock()
 	for i := range ms {
 		m := ms[(start+i)%len(ms)]
-		dctx, cancel := context.WithTimeout(ctx, relayDial)
+		if until, ok := r.shunned[m.ID]; ok && now.Before(until) {
+			shunned = append(shunned, m)
+		} else {
+			order = append(order, m)
+		}
+	}
+	r.mu.Unlock()
+	order = append(order, shunned...) // last resorts
+	dial := r.dial
+	if dial <= 0 {
+		dial = relayDial
+	}
+	var lastErr error
+	for _, m := range order {
+		dctx, cancel := context.WithTimeout(ctx, dial)
 		s, err := r.mesh.Open(dctx, m.ID, m.Addr, cluster.KindProxy)
 		cancel()
+		r.mu.Lock()
+		if err == nil {
+			delete(r.shunned, m.ID)
+		} else if ctx.Err() == nil {
+			if r.shunned == nil {
+				r.shunned = make(map[cluster.NodeID]time.Time)
+			}
+			for id, until := range r.shunned { // members that left for good
+				if now.After(until) {
+					delete(r.shunned, id)
+				}
+			}
+			r.shunned[m.ID] = time.Now().Add(relayShun)
+		}
+		r.mu.Unlock()
 		if err == nil {
 			return s, nil
 		}
