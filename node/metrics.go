@@ -1,8 +1,10 @@
 package node
 
 import (
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -173,11 +175,25 @@ func (m *clusterMetrics) clearDCQueues(g int) {
 }
 
 // handleProfiler serves Go's profiler under /debug/pprof/, for the
-// operator of a node or proxy: http_addr is loopback by default and must
-// not be exposed publicly.
+// operator of a node or proxy, from this host only (localOnly).
 func handleProfiler(mux *http.ServeMux) {
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/debug/pprof/", localOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/profile", localOnly(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", localOnly(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", localOnly(http.HandlerFunc(pprof.Trace)))
+}
+
+// localOnly serves h only to requests from a loopback address: the
+// endpoints that change a node (leave, fault rules) or expose its
+// internals (profiles) stay the host operator's even when http_addr is
+// opened to a metrics scraper. Others get 403.
+func localOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.Unmap().IsLoopback() {
+			http.Error(w, "only from this host", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

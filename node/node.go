@@ -128,9 +128,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Node, err error) {
 		n.notify.push = n.bus.push
 		n.notify.view.Store(viewer(n.cl.state()))
 		mux.HandleFunc("/cluster/status", n.cl.handleStatus)
-		mux.Handle("/cluster/leave", n.cl.handleLeave(func() { n.stopRun() }))
+		mux.Handle("/cluster/leave", localOnly(n.cl.handleLeave(func() { n.stopRun() })))
 		if n.cl.faults != nil {
-			mux.HandleFunc("/debug/faults", n.cl.handleFaults)
+			mux.Handle("/debug/faults", localOnly(http.HandlerFunc(n.cl.handleFaults)))
 		}
 	} else {
 		meta := n.db.Table("meta")
